@@ -1,0 +1,3 @@
+from dlcamp.cli import main
+
+raise SystemExit(main())

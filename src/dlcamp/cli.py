@@ -1,0 +1,164 @@
+"""The `dlcamp` command line. Every command prints one readable line on error, exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from dlcamp.errors import DlcampError
+from dlcamp.utils import is_quick
+
+
+def _train(args: argparse.Namespace) -> int:
+    from dlcamp.train.run import make_config, resume_run, train_run
+
+    if args.resume:
+        trainer, out = resume_run(args.resume, epochs=args.epochs, progress=not args.no_progress)
+    else:
+        cfg = make_config(
+            args.model, args.dataset, quick=args.quick or is_quick(), epochs=args.epochs,
+            batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
+            schedule=args.schedule, weight_decay=args.weight_decay, bf16=args.bf16,
+            augment=args.augment, device=args.device, seed=args.seed, patience=args.patience,
+            max_seconds=args.max_seconds)
+        trainer, out = train_run(cfg, args.out, force=args.force, progress=not args.no_progress)
+    last = trainer.history[-1] if trainer.history else {}
+    metric = f"val_{trainer.task.monitor}"
+    if metric in last:
+        print(f"final test {trainer.task.monitor}: {last[metric]:.4f} after {trainer.epoch} "
+              f"epochs, {trainer.train_seconds:.1f}s of training")
+    print(f"run saved in {out}/ (config.json, metrics.csv, curves.png, checkpoint.pt)")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from dlcamp.evaluate import evaluate_checkpoint
+
+    result = evaluate_checkpoint(args.checkpoint, args.dataset, args.split, args.device,
+                                 quick=args.quick or is_quick())
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                        for k, v in result.items()))
+    return 0
+
+
+def _data(args: argparse.Namespace) -> int:
+    from dlcamp.data.datasets import DATASETS, get_spec, load_dataset
+
+    if args.action == "fetch":
+        from dlcamp.data.fetch import fetch_fashion_mnist
+
+        if args.name != "fashion-mnist":
+            get_spec(args.name)  # unknown names get the standard error
+            print(f"{args.name} ships inside a Python package: {get_spec(args.name).how_to_get}")
+            return 0
+        kwargs = {"base_url": args.url} if args.url else {}
+        dest = fetch_fashion_mnist(Path(args.dir) if args.dir else None, **kwargs)
+        print(f"Fashion-MNIST is ready in {dest}")
+        return 0
+    names = [args.name] if args.name else list(DATASETS)
+    for name in names:
+        spec = get_spec(name)
+        where = spec.locate()
+        print(f"{name}: {spec.description}")
+        if where is None:
+            print(f"  missing. {spec.how_to_get}")
+            continue
+        train, test = load_dataset(name, "train"), load_dataset(name, "test")
+        print(f"  found in {where}; checksums ok")
+        print(f"  train {len(train):,}  test {len(test):,}  shape {train.shape}  "
+              f"mean {train.mean:.4f}  std {train.std:.4f}")
+        print(f"  classes: {', '.join(f'{e} ({z})' for e, z in zip(train.classes, train.classes_zh))}")
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from dlcamp.models import count_parameters, create_model, list_models, model_summary
+
+    for name in list_models():
+        params = count_parameters(create_model(name))
+        print(f"{name:<14} {params:>10,} params  {model_summary(name)}")
+    return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from dlcamp.doctor import report
+
+    text, ok = report()
+    print(text)
+    return 0 if ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dlcamp", description="A deep-learning bootcamp that runs.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model; writes runs/<name>/")
+    t.add_argument("--model", default="cnn", help="a name from `dlcamp models` (default: cnn)")
+    t.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist | mnist | digits")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--optimizer", choices=["sgd", "adam", "adamw"])
+    t.add_argument("--schedule", choices=["constant", "onecycle", "cosine"])
+    t.add_argument("--weight-decay", type=float)
+    t.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                   help="bfloat16 autocast (default: the model's recipe)")
+    t.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None)
+    t.add_argument("--device", help="auto (default) | cpu | cuda | cuda:1 | mps")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--patience", type=int, help="early stopping after N epochs without progress")
+    t.add_argument("--max-seconds", type=float, help="stop after this much training time")
+    t.add_argument("--quick", action="store_true", help="small data, <= 2 epochs (seconds)")
+    t.add_argument("--out", help="run directory (default runs/<model>-<dataset>-<time>)")
+    t.add_argument("--force", action="store_true", help="overwrite an existing run directory")
+    t.add_argument("--resume", metavar="RUN", help="continue the run in this directory")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.set_defaults(func=_train)
+
+    e = sub.add_parser("evaluate", help="evaluate a checkpoint (file or run directory)")
+    e.add_argument("checkpoint")
+    e.add_argument("--dataset", help="default: the dataset it was trained on")
+    e.add_argument("--split", default="test")
+    e.add_argument("--device", default="auto")
+    e.add_argument("--quick", action="store_true")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.set_defaults(func=_evaluate)
+
+    d = sub.add_parser("data", help="datasets: info | fetch")
+    d.add_argument("action", choices=["info", "fetch"])
+    d.add_argument("name", nargs="?", help="dataset name (default: all for info, "
+                   "fashion-mnist for fetch)")
+    d.add_argument("--url", help="fetch: base URL of a mirror")
+    d.add_argument("--dir", help="fetch: where to save (default: dlcamp's cache)")
+    d.set_defaults(func=_data)
+
+    m = sub.add_parser("models", help="list the registered models")
+    m.set_defaults(func=_models)
+
+    doc = sub.add_parser("doctor", help="check Python, torch, device and datasets")
+    doc.set_defaults(func=_doctor)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "data" and args.action == "fetch" and args.name is None:
+        args.name = "fashion-mnist"
+    try:
+        return args.func(args)
+    except DlcampError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted. The last finished epoch is saved: continue with "
+              "`dlcamp train --resume RUN_DIR`.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,112 @@
+"""A loader for datasets that fit in memory: no workers, no per-sample Python.
+
+The whole split lives on the training device as uint8 (4x smaller than float32). Each batch
+is gathered with one index tensor, then converted, normalised and (optionally) augmented as a
+whole batch. Shuffling is seeded by (seed, epoch), so a resumed run sees the same batches as an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+
+from dlcamp.data.datasets import ImageSet, load_dataset
+
+Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+class TensorLoader:
+    """Iterate (images, labels) batches of an in-memory ImageSet on `device`."""
+
+    def __init__(self, data: ImageSet, batch_size: int = 256, shuffle: bool = False,
+                 device: torch.device | str = "cpu", drop_last: bool = False, seed: int = 0,
+                 augment: Augment | None = None, channels_last: bool = False) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.data = data
+        self.device = torch.device(device)
+        self.x = data.images.to(self.device)  # (N, C, H, W) uint8
+        self.y = data.labels.to(self.device)  # (N,) int64
+        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+        self.seed, self.epoch, self.augment = seed, 0, augment
+        self.channels_last = channels_last
+        # Normalising x in [0, 255]: (x / 255 - mean) / std == x * scale + shift
+        self.scale = 1.0 / (255.0 * data.std)
+        self.shift = -data.mean / data.std
+
+    def set_epoch(self, epoch: int) -> None:
+        """Pick the shuffle order of `epoch` (the Trainer calls this before each epoch)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        n = len(self.y)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.y)
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(n, generator=gen).to(self.device) if self.shuffle else None
+        stop = n - n % self.batch_size if self.drop_last else n
+        for start in range(0, stop, self.batch_size):
+            if order is None:
+                xb, yb = self.x[start:start + self.batch_size], self.y[start:start + self.batch_size]
+            else:
+                idx = order[start:start + self.batch_size]
+                xb, yb = self.x[idx], self.y[idx]
+            xb = xb.float()  # (B, C, H, W) float32 in [0, 255]; 0 is the background
+            if self.augment is not None:
+                xb = self.augment(xb, gen)
+            xb = xb.mul_(self.scale).add_(self.shift)
+            if self.channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            yield xb, yb
+
+
+def flip_and_shift(pad: int = 2, flip: bool = True) -> Augment:
+    """Batch augmentation: random horizontal flip and a random shift of up to `pad` pixels."""
+
+    def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        b, _, h, w = x.shape
+        if flip:
+            mask = (torch.rand(b, generator=gen) < 0.5).to(x.device)
+            x = torch.where(mask[:, None, None, None], x.flip(3), x)
+        if pad:
+            # Pad with background (0), then gather a shifted H x W window per image.
+            xp = F.pad(x, (pad, pad, pad, pad))  # (B, C, H+2p, W+2p)
+            dy = torch.randint(0, 2 * pad + 1, (b, 1), generator=gen).to(x.device)
+            dx = torch.randint(0, 2 * pad + 1, (b, 1), generator=gen).to(x.device)
+            rows = dy + torch.arange(h, device=x.device)  # (B, H) source row of each output row
+            cols = dx + torch.arange(w, device=x.device)  # (B, W)
+            c = x.shape[1]
+            x = xp.gather(2, rows[:, None, :, None].expand(b, c, h, w + 2 * pad))  # (B,C,H,W+2p)
+            x = x.gather(3, cols[:, None, None, :].expand(b, c, h, w))  # (B, C, H, W)
+        return x
+
+    return augment
+
+
+@dataclass
+class Loaders:
+    train: TensorLoader
+    test: TensorLoader
+    train_set: ImageSet
+    test_set: ImageSet
+
+
+def make_loaders(dataset: str, batch_size: int = 256, device: torch.device | str = "cpu",
+                 quick: bool = False, seed: int = 0, augment: Augment | None = None,
+                 channels_last: bool = False, eval_batch_size: int = 1024) -> Loaders:
+    """Train (shuffled) and test loaders for a named dataset; quick mode keeps small subsets."""
+    train, test = load_dataset(dataset, "train"), load_dataset(dataset, "test")
+    if quick:
+        train, test = train.subset(6000, seed), test.subset(2000, seed)
+    return Loaders(
+        TensorLoader(train, batch_size, shuffle=True, device=device, seed=seed,
+                     augment=augment, channels_last=channels_last),
+        TensorLoader(test, eval_batch_size, device=device, channels_last=channels_last),
+        train, test,
+    )

@@ -1,0 +1,40 @@
+"""Evaluate a checkpoint on a dataset split, with the preprocessing stored in the checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from dlcamp.data.datasets import ImageSet, load_dataset
+from dlcamp.data.loader import TensorLoader
+from dlcamp.errors import CheckpointError
+from dlcamp.train.checkpoint import load_checkpoint, model_from_checkpoint
+from dlcamp.train.trainer import Trainer, TrainConfig
+from dlcamp.utils import pick_device
+
+
+def evaluate_checkpoint(path: Path | str, dataset: str | None = None, split: str = "test",
+                        device: str = "auto", batch_size: int = 1024,
+                        quick: bool = False) -> dict[str, Any]:
+    """Accuracy and loss of a saved model; the dataset defaults to the one it was trained on."""
+    ckpt = load_checkpoint(path)
+    data_meta = ckpt["data"]
+    name = dataset or data_meta["dataset"]
+    data = load_dataset(name, split)
+    if list(data.shape) != list(data_meta["shape"]):
+        raise CheckpointError(f"the checkpoint expects images of shape {data_meta['shape']}, "
+                              f"but {name!r} has {list(data.shape)}.")
+    if quick:
+        data = data.subset(2000)
+    # Normalise exactly as in training: the statistics come from the checkpoint.
+    data = ImageSet(data.name, data.split, data.images, data.labels, data.classes,
+                    data.classes_zh, float(data_meta["mean"]), float(data_meta["std"]))
+    model = model_from_checkpoint(ckpt)
+    cfg = TrainConfig.from_dict({**ckpt.get("config", {}).get("train", {}), "device": device})
+    trainer = Trainer(model, cfg)
+    loader = TensorLoader(data, batch_size, device=pick_device(device),
+                          channels_last=cfg.channels_last)
+    metrics = trainer.evaluate(loader)
+    return {"model": ckpt["model"]["name"], "dataset": name, "split": split,
+            "examples": len(data), **metrics, "trained_epochs": ckpt["trainer"]["epoch"]}
+

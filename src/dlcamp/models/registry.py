@@ -1,0 +1,85 @@
+"""One registry for every model: the CLI, the server, the lessons and the tests all use it.
+
+    @register_model("mlp")
+    def mlp(num_classes=10, in_channels=1, image_size=28, hidden=(256,)): ...
+
+    model = create_model("mlp", hidden=(512,))
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import json
+from typing import Any, Callable
+
+from torch import nn
+
+from dlcamp.errors import UnknownName
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
+_RECIPES: dict[str, dict[str, Any]] = {}
+
+
+def register_model(name: str, recipe: dict[str, Any] | None = None
+                   ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator: make a model constructor available as `create_model(name, ...)`.
+
+    `recipe` holds the training settings that work well for this model (TrainConfig fields
+    plus batch_size/augment); `dlcamp train` starts from it and command-line flags override.
+    """
+
+    def add(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _MODELS:
+            raise ValueError(f"model {name!r} is registered twice")
+        _MODELS[name] = fn
+        _RECIPES[name] = dict(recipe or {})
+        return fn
+
+    return add
+
+
+def list_models() -> list[str]:
+    return sorted(_MODELS)
+
+
+def model_entry(name: str) -> Callable[..., nn.Module]:
+    if name not in _MODELS:
+        close = difflib.get_close_matches(name, _MODELS, n=3)
+        hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
+        raise UnknownName(f"unknown model {name!r}.{hint} Known models: {', '.join(list_models())}")
+    return _MODELS[name]
+
+
+def create_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build a registered model; the model remembers how it was built (for checkpoints)."""
+    fn = model_entry(name)
+    params = inspect.signature(fn).parameters
+    unknown = [k for k in kwargs if k not in params]
+    if unknown:
+        raise UnknownName(f"model {name!r} takes no argument(s) {', '.join(unknown)}; "
+                          f"it takes: {', '.join(params)}")
+    model = fn(**kwargs)
+    # JSON round trip: tuples become lists, so the spec compares equal after config.json
+    model.dlcamp_spec = {"name": name, "kwargs": json.loads(json.dumps(kwargs))}
+    return model
+
+
+def model_recipe(name: str) -> dict[str, Any]:
+    """The registered training recipe of a model (a copy)."""
+    model_entry(name)
+    return dict(_RECIPES[name])
+
+
+def model_accepts(name: str, argument: str) -> bool:
+    return argument in inspect.signature(model_entry(name)).parameters
+
+
+def model_summary(name: str) -> str:
+    """First line of the constructor's docstring."""
+    doc = inspect.getdoc(model_entry(name)) or ""
+    return doc.splitlines()[0] if doc else ""
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,156 @@
+"""A training run end to end: recipe -> data -> model -> Trainer -> runs/<name>/.
+
+    runs/<name>/config.json    what was asked (enough to resume or repeat the run)
+    runs/<name>/metrics.csv    one row per epoch
+    runs/<name>/curves.png     loss and accuracy curves
+    runs/<name>/checkpoint.pt  written atomically after every epoch; loads with weights_only
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from dlcamp.data.files import atomic_write_bytes
+from dlcamp.data.loader import flip_and_shift, make_loaders
+from dlcamp.errors import CheckpointError, RunDirExists
+from dlcamp.models import create_model, model_recipe
+from dlcamp.models.registry import model_accepts
+from dlcamp.train.callbacks import Checkpoint, CSVLogger, EarlyStopping, EpochLog, ProgressBar
+from dlcamp.train.checkpoint import check_same_model, load_checkpoint, load_weights
+from dlcamp.train.plot import PlotCurves
+from dlcamp.train.trainer import Trainer, TrainConfig
+from dlcamp.utils import pick_device, seed_everything, versions
+
+RUN_FILES = ("config.json", "metrics.csv", "curves.png", "checkpoint.pt")
+
+
+@dataclass
+class RunConfig:
+    model: str = "cnn"
+    dataset: str = "fashion-mnist"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    batch_size: int = 256
+    augment: bool = False       # random flip + shift of up to 2 pixels, on whole batches
+    patience: int = 0           # early stopping on the validation metric; 0: off
+    quick: bool = False         # small subsets and at most 2 epochs
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+        d = dict(d)
+        train = TrainConfig.from_dict(d.pop("train", {}))
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__}, train=train)
+
+
+def make_config(model: str = "cnn", dataset: str = "fashion-mnist", quick: bool = False,
+                **overrides: Any) -> RunConfig:
+    """The model's registered recipe, then `overrides` (None values are ignored)."""
+    settings = {**model_recipe(model), **{k: v for k, v in overrides.items() if v is not None}}
+    run_keys = {"batch_size", "augment", "patience", "model_kwargs"}
+    run = {k: settings.pop(k) for k in list(settings) if k in run_keys}
+    cfg = RunConfig(model=model, dataset=dataset, quick=quick, train=TrainConfig(**settings),
+                    **run)
+    if quick:
+        cfg.train.epochs = min(cfg.train.epochs, 2)
+    return cfg
+
+
+def default_out(cfg: RunConfig, root: Path | str = "runs") -> Path:
+    return Path(root) / f"{cfg.model}-{cfg.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def prepare_run_dir(out: Path, force: bool = False) -> Path:
+    """Create `out`; refuse to reuse a non-empty directory unless `force` (then clear our files)."""
+    if out.exists() and not out.is_dir():
+        raise RunDirExists(f"{out} exists and is not a directory.")
+    if out.is_dir() and any(out.iterdir()):
+        if not force:
+            raise RunDirExists(
+                f"{out} already holds files; refusing to overwrite them. Use --resume {out} to "
+                "continue that run, --force to start over in it, or choose another --out.")
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _model_kwargs(cfg: RunConfig, shape: tuple[int, ...], n_classes: int) -> dict[str, Any]:
+    """Fill in input shape and class count from the data, unless given explicitly."""
+    kwargs = dict(cfg.model_kwargs)
+    for arg, value in (("num_classes", n_classes), ("in_channels", shape[0]),
+                       ("image_size", shape[1])):
+        if model_accepts(cfg.model, arg):
+            kwargs.setdefault(arg, value)
+    return kwargs
+
+
+def build(cfg: RunConfig, out: Path | None, progress: bool = True,
+          log: Callable[[str], Any] = print) -> tuple[Trainer, Any, dict[str, Any]]:
+    """Data, model, trainer and callbacks for a run (nothing trained, nothing written yet)."""
+    seed_everything(cfg.train.seed)
+
+    device = pick_device(cfg.train.device)
+    loaders = make_loaders(cfg.dataset, cfg.batch_size, device, quick=cfg.quick,
+                           seed=cfg.train.seed, augment=flip_and_shift() if cfg.augment else None,
+                           channels_last=cfg.train.channels_last)
+    ds = loaders.train_set
+    model = create_model(cfg.model, **_model_kwargs(cfg, ds.shape, len(ds.classes)))
+    meta = {
+        "model": model.dlcamp_spec,
+        "data": {"dataset": cfg.dataset, "classes": ds.classes, "classes_zh": ds.classes_zh,
+                 "mean": ds.mean, "std": ds.std, "shape": list(ds.shape)},
+        "config": cfg.to_dict(), "versions": versions(),
+    }
+    callbacks: list[Any] = [ProgressBar(disable=None if progress else True), EpochLog(log)]
+    if out is not None:
+        callbacks += [CSVLogger(out / "metrics.csv"),
+                      PlotCurves(out / "curves.png", title=f"{cfg.model} on {cfg.dataset}"),
+                      Checkpoint(out / "checkpoint.pt", meta)]
+    if cfg.patience:
+        callbacks.append(EarlyStopping(patience=cfg.patience))
+    trainer = Trainer(model, cfg.train, callbacks=callbacks)
+    return trainer, loaders, meta
+
+
+def write_config(out: Path, cfg: RunConfig) -> None:
+    atomic_write_bytes(out / "config.json", json.dumps(cfg.to_dict(), indent=2).encode())
+
+
+def train_run(cfg: RunConfig, out: Path | None = None, force: bool = False,
+              progress: bool = True, log: Callable[[str], Any] = print) -> tuple[Trainer, Path]:
+    """Train a new run into `out` (default runs/<model>-<dataset>-<time>)."""
+    out = prepare_run_dir(Path(out) if out else default_out(cfg), force)
+    trainer, loaders, _ = build(cfg, out, progress, log)
+    write_config(out, cfg)
+    log(f"training {cfg.model} on {cfg.dataset} ({len(loaders.train_set):,} train / "
+        f"{len(loaders.test_set):,} test) on {trainer.device}; run directory {out}")
+    trainer.fit(loaders.train, loaders.test)
+    return trainer, out
+
+
+def resume_run(run_dir: Path | str, epochs: int | None = None, progress: bool = True,
+               log: Callable[[str], Any] = print) -> tuple[Trainer, Path]:
+    """Continue an interrupted run from its last checkpoint (optionally to more epochs)."""
+    out = Path(run_dir)
+    if not (out / "config.json").is_file():
+        raise CheckpointError(f"{out} is not a run directory (no config.json); nothing to resume. "
+                              "Start a run with `dlcamp train --out DIR` first.")
+    cfg = RunConfig.from_dict(json.loads((out / "config.json").read_text()))
+    ckpt = load_checkpoint(out / "checkpoint.pt")
+    if epochs is not None:
+        cfg.train.epochs = epochs
+    trainer, loaders, _ = build(cfg, out, progress, log)
+    check_same_model(ckpt, trainer.model.dlcamp_spec["name"], trainer.model.dlcamp_spec["kwargs"])
+    load_weights(trainer.model, ckpt["trainer"]["model"], str(out / "checkpoint.pt"))
+    trainer.load_state_dict(ckpt["trainer"])
+    write_config(out, cfg)
+    log(f"resuming {out} after epoch {trainer.epoch} of {cfg.train.epochs}")
+    trainer.fit(loaders.train, loaders.test)
+    return trainer, out

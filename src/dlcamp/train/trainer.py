@@ -1,0 +1,190 @@
+"""A generic training loop: the task supplies loss and metrics, callbacks do everything else.
+
+    trainer = Trainer(model, TrainConfig(epochs=5, lr=0.1), callbacks=[ProgressBar()])
+    history = trainer.fit(loaders.train, loaders.test)
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Iterable
+
+import torch
+from torch import nn
+
+from dlcamp.train.task import Classification, Task
+from dlcamp.utils import pick_device
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    lr: float = 0.1
+    optimizer: str = "sgd"        # sgd | adamw | adam
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    schedule: str = "constant"    # constant | onecycle | cosine
+    warmup: float = 0.2           # onecycle: fraction of all steps spent warming up
+    label_smoothing: float = 0.0  # used when the Trainer builds the default Classification task
+    bf16: bool = False            # bfloat16 autocast (CPU with AVX-512 BF16 / AMX, or GPU)
+    channels_last: bool = False
+    grad_clip: float = 0.0        # 0: no clipping
+    seed: int = 0
+    device: str = "auto"
+    max_seconds: float = 0.0      # stop after the epoch in which training time passes this
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def make_optimizer(params: Iterable[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                               nesterov=cfg.nesterov and cfg.momentum > 0,
+                               weight_decay=cfg.weight_decay)
+    if cfg.optimizer in ("adam", "adamw"):
+        opt = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+        return opt(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose sgd, adam or adamw")
+
+
+def lr_at(step: int, total_steps: int, cfg: TrainConfig) -> float:
+    """Learning rate at `step` of `total_steps`: a pure function, so resuming needs no state.
+
+    onecycle: linear warm-up from lr/10 to lr over the first `warmup` fraction of the steps,
+    then linear decay to lr/1000 (Smith & Topin's one-cycle policy, linear variant).
+    cosine: half a cosine from lr to 0.
+    """
+    t = min(step / max(total_steps, 1), 1.0)
+    if cfg.schedule == "constant":
+        return cfg.lr
+    if cfg.schedule == "onecycle":
+        if t < cfg.warmup:
+            return cfg.lr * (0.1 + 0.9 * t / cfg.warmup)
+        return cfg.lr * (1.0 - (1.0 - 1e-3) * (t - cfg.warmup) / (1.0 - cfg.warmup))
+    if cfg.schedule == "cosine":
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * t))
+    raise ValueError(f"unknown schedule {cfg.schedule!r}; choose constant, onecycle or cosine")
+
+
+class Trainer:
+    """Fit and evaluate a model. State (for checkpoints and resume) is `state_dict()`."""
+
+    def __init__(self, model: nn.Module, config: TrainConfig | None = None,
+                 task: Task | None = None, callbacks: Iterable[Any] = ()) -> None:
+        self.config = cfg = config or TrainConfig()
+        self.device = pick_device(cfg.device)
+        self.model = model.to(self.device)
+        if cfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.task = task or getattr(model, "task", None) or Classification(cfg.label_smoothing)
+        self.callbacks = list(callbacks)
+        self.optimizer = make_optimizer(self.model.parameters(), cfg)
+        lr_at(0, 1, cfg)  # fail early on an unknown schedule name
+        self.epoch = 0            # epochs completed
+        self.global_step = 0
+        self.train_seconds = 0.0  # time spent in training steps, evaluation excluded
+        self.history: list[dict[str, float]] = []
+        self.should_stop = False
+        self.total_steps = 0
+
+    # -- events ---------------------------------------------------------------------------
+    def _emit(self, event: str, *args: Any) -> None:
+        for cb in self.callbacks:
+            getattr(cb, event, lambda *a: None)(self, *args)
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.bf16)
+
+    # -- training -------------------------------------------------------------------------
+    def fit(self, train_loader, val_loader=None) -> list[dict[str, float]]:
+        cfg = self.config
+        self.total_steps = cfg.epochs * len(train_loader)
+        self.should_stop = False
+        self._emit("on_fit_start")
+        for epoch in range(self.epoch, cfg.epochs):
+            if self.should_stop:
+                break
+            if hasattr(train_loader, "set_epoch"):
+                train_loader.set_epoch(epoch)
+            self._emit("on_epoch_start", epoch, len(train_loader))
+            start = time.perf_counter()
+            train_metrics, n = self._train_epoch(train_loader)
+            seconds = time.perf_counter() - start
+            self.train_seconds += seconds
+            record = {"epoch": epoch + 1, **{f"train_{k}": v for k, v in train_metrics.items()},
+                      "lr": self.optimizer.param_groups[0]["lr"], "epoch_seconds": seconds,
+                      "train_seconds": self.train_seconds, "examples_per_s": n / seconds}
+            if val_loader is not None:
+                record.update({f"val_{k}": v for k, v in self.evaluate(val_loader).items()})
+            self.history.append(record)
+            self.epoch = epoch + 1
+            self._emit("on_epoch_end", record)
+            if cfg.max_seconds and self.train_seconds >= cfg.max_seconds:
+                self.should_stop = True
+        self._emit("on_fit_end")
+        return self.history
+
+    def _train_epoch(self, loader) -> tuple[dict[str, float], int]:
+        self.model.train()
+        sums: dict[str, torch.Tensor] = {}
+        for i, batch in enumerate(loader):
+            batch = tuple(t.to(self.device, non_blocking=True) for t in batch)
+            lr = lr_at(self.global_step, self.total_steps, self.config)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            with self.autocast():
+                loss, batch_sums = self.task.step(self.model, batch)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.config.grad_clip:
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+            self.optimizer.step()
+            for k, v in batch_sums.items():  # stays on the device: no sync per batch
+                sums[k] = sums[k] + v if k in sums else v.clone()
+            self.global_step += 1
+            self._emit("on_batch_end", i, loss)
+        totals = {k: float(v) for k, v in sums.items()}
+        return self.task.summarize(totals), int(totals.get("n", 0))
+
+    @torch.no_grad()
+    def evaluate(self, loader) -> dict[str, float]:
+        """Metrics of the task over a whole loader, in eval mode."""
+        self.model.eval()
+        sums: dict[str, torch.Tensor] = {}
+        for batch in loader:
+            batch = tuple(t.to(self.device, non_blocking=True) for t in batch)
+            with self.autocast():
+                _, batch_sums = self.task.step(self.model, batch)
+            for k, v in batch_sums.items():
+                sums[k] = sums[k] + v if k in sums else v.clone()
+        return self.task.summarize({k: float(v) for k, v in sums.items()})
+
+    # -- state ----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": self.epoch, "global_step": self.global_step,
+            "train_seconds": self.train_seconds, "history": self.history, "rng": rng,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epoch, self.global_step = state["epoch"], state["global_step"]
+        self.train_seconds, self.history = state["train_seconds"], list(state["history"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])

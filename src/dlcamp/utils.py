@@ -1,0 +1,48 @@
+"""Small shared helpers: device choice, seeding, quick mode, versions."""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+
+import numpy as np
+import torch
+
+
+def pick_device(preference: str = "auto") -> torch.device:
+    """'auto' picks CUDA, then Apple's MPS, then the CPU; anything else is used as given."""
+    if preference != "auto":
+        device = torch.device(preference)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("--device cuda was asked for, but no CUDA GPU is visible to torch")
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def is_quick() -> bool:
+    """Quick mode: DLCAMP_QUICK=1 (lessons and tests shrink data and epochs)."""
+    return os.environ.get("DLCAMP_QUICK", "").lower() not in ("", "0", "false", "no")
+
+
+def is_quiet() -> bool:
+    """No progress bars under CI or when DLCAMP_QUIET is set."""
+    return bool(os.environ.get("CI") or os.environ.get("DLCAMP_QUIET"))
+
+
+def versions() -> dict[str, str]:
+    from dlcamp import __version__
+
+    return {"dlcamp": __version__, "torch": str(torch.__version__), "numpy": str(np.__version__),
+            "python": platform.python_version()}
