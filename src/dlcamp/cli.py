@@ -72,7 +72,8 @@ def _data(args: argparse.Namespace) -> int:
         print(f"  found in {where}; checksums ok")
         print(f"  train {len(train):,}  test {len(test):,}  shape {train.shape}  "
               f"mean {train.mean:.4f}  std {train.std:.4f}")
-        print(f"  classes: {', '.join(f'{e} ({z})' for e, z in zip(train.classes, train.classes_zh))}")
+        pairs = zip(train.classes, train.classes_zh, strict=True)
+        print(f"  classes: {', '.join(f'{en} ({zh})' for en, zh in pairs)}")
     return 0
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from dlcamp.data.datasets import DATASETS
-from dlcamp.data.files import cache_dir
+from dlcamp.data.files import cache_dir, system_dir
 from dlcamp.utils import pick_device, versions
 
 
@@ -53,7 +53,7 @@ def checks() -> list[tuple[str, bool, str]]:
                      f"found in {where}" if where else f"missing. {spec_fix}"))
     env = os.environ.get("DLCAMP_DATA")
     rows.append(("data folders", True, f"DLCAMP_DATA={env or '(unset)'}; cache {cache_dir()}; "
-                 "system /usr/share/datasets"))
+                 f"system {system_dir()}"))
     return rows
 
 

@@ -20,6 +20,10 @@ class UnknownName(DlcampError, KeyError):
         return str(self.args[0])
 
 
+class BadArgument(DlcampError, ValueError):
+    """A value that cannot work (e.g. images too small for a model)."""
+
+
 class CheckpointError(DlcampError):
     """A checkpoint is missing, unreadable, or belongs to another model."""
 

@@ -9,7 +9,7 @@ from dlcamp.data.datasets import ImageSet, load_dataset
 from dlcamp.data.loader import TensorLoader
 from dlcamp.errors import CheckpointError
 from dlcamp.train.checkpoint import load_checkpoint, model_from_checkpoint
-from dlcamp.train.trainer import Trainer, TrainConfig
+from dlcamp.train.trainer import TrainConfig, Trainer
 from dlcamp.utils import pick_device
 
 

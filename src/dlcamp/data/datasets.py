@@ -15,9 +15,9 @@ from __future__ import annotations
 import functools
 import importlib.util
 import io
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -27,7 +27,8 @@ from dlcamp.errors import DatasetCorrupt, DatasetNotFound, UnknownName
 
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
-FASHION_CLASSES_ZH = ["T恤", "裤子", "套衫", "连衣裙", "外套", "凉鞋", "衬衫", "运动鞋", "包", "短靴"]
+FASHION_CLASSES_ZH = ["T恤", "裤子", "套衫", "连衣裙", "外套",
+                      "凉鞋", "衬衫", "运动鞋", "包", "短靴"]
 DIGIT_CLASSES = [str(i) for i in range(10)]
 DIGIT_CLASSES_ZH = ["零", "一", "二", "三", "四", "五", "六", "七", "八", "九"]
 
@@ -72,7 +73,7 @@ class ImageSet:
     def shape(self) -> tuple[int, int, int]:
         return tuple(self.images.shape[1:])
 
-    def subset(self, n: int, seed: int = 0) -> "ImageSet":
+    def subset(self, n: int, seed: int = 0) -> ImageSet:
         """A random but reproducible subset of n examples (quick mode)."""
         if n >= len(self):
             return self

@@ -35,7 +35,7 @@ def fetch_fashion_mnist(dest: Path | None = None, base_url: str = FASHION_URL,
                 "`sudo apt-get install dataset-fashion-mnist`, or copy the four files into "
                 f"{dest} or a folder named by DLCAMP_DATA."
             ) from e
-        tmp = dest / f".{stem}.gz.download"
+        tmp = dest / f".{stem}.download.gz"
         files.atomic_write_bytes(tmp, payload)  # decompress from disk, then verify
         try:
             content = files.read_bytes(tmp)

@@ -12,10 +12,12 @@ import numpy as np
 
 from dlcamp.errors import DatasetCorrupt
 
+
 # Where dataset files are looked for, in order. `$DLCAMP_DATA/<name>` first so a user can
 # point at their own copy; then dlcamp's cache (where `dlcamp data fetch` writes); then the
-# system-wide location used by Debian's dataset-* packages.
-SYSTEM_DIR = Path("/usr/share/datasets")
+# system-wide location used by Debian's dataset-* packages ($DLCAMP_SYSTEM_DATA overrides it).
+def system_dir() -> Path:
+    return Path(os.environ.get("DLCAMP_SYSTEM_DATA") or "/usr/share/datasets")
 
 
 def cache_dir() -> Path:
@@ -32,7 +34,7 @@ def search_dirs(name: str) -> list[Path]:
     if os.environ.get("DLCAMP_DATA"):
         root = Path(os.environ["DLCAMP_DATA"])
         dirs += [root / name, root]
-    dirs += [cache_dir() / name, SYSTEM_DIR / name]
+    dirs += [cache_dir() / name, system_dir() / name]
     return dirs
 
 

@@ -8,8 +8,8 @@ uninterrupted one.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -52,11 +52,11 @@ class TensorLoader:
         order = torch.randperm(n, generator=gen).to(self.device) if self.shuffle else None
         stop = n - n % self.batch_size if self.drop_last else n
         for start in range(0, stop, self.batch_size):
+            end = start + self.batch_size
             if order is None:
-                xb, yb = self.x[start:start + self.batch_size], self.y[start:start + self.batch_size]
+                xb, yb = self.x[start:end], self.y[start:end]
             else:
-                idx = order[start:start + self.batch_size]
-                xb, yb = self.x[idx], self.y[idx]
+                xb, yb = self.x[order[start:end]], self.y[order[start:end]]
             xb = xb.float()  # (B, C, H, W) float32 in [0, 255]; 0 is the background
             if self.augment is not None:
                 xb = self.augment(xb, gen)

@@ -11,7 +11,7 @@ def _lenet_flat_size(image_size: int) -> int:
     """Side length after conv(5, pad 2) -> pool 2 -> conv(5) -> pool 2."""
     side = (image_size // 2 - 4) // 2
     if side < 1:
-        raise ValueError(f"LeNet needs images of at least 12x12 pixels, got {image_size}x{image_size}")
+        raise ValueError(f"LeNet needs images of at least 12x12 pixels, got {image_size}")
     return side
 
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 import difflib
 import inspect
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
-from dlcamp.errors import UnknownName
+from dlcamp.errors import BadArgument, UnknownName
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 _RECIPES: dict[str, dict[str, Any]] = {}
@@ -59,7 +60,10 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     if unknown:
         raise UnknownName(f"model {name!r} takes no argument(s) {', '.join(unknown)}; "
                           f"it takes: {', '.join(params)}")
-    model = fn(**kwargs)
+    try:
+        model = fn(**kwargs)
+    except (ValueError, TypeError) as e:
+        raise BadArgument(f"cannot build model {name!r} with {kwargs}: {e}") from e
     # JSON round trip: tuples become lists, so the spec compares equal after config.json
     model.dlcamp_spec = {"name": name, "kwargs": json.loads(json.dumps(kwargs))}
     return model

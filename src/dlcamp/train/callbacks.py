@@ -10,8 +10,9 @@ from __future__ import annotations
 import csv
 import io
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from dlcamp.data.files import atomic_write_bytes
 from dlcamp.train.checkpoint import save_checkpoint

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from dlcamp.data.files import atomic_write_bytes
 from dlcamp.data.loader import flip_and_shift, make_loaders
@@ -22,7 +23,7 @@ from dlcamp.models.registry import model_accepts
 from dlcamp.train.callbacks import Checkpoint, CSVLogger, EarlyStopping, EpochLog, ProgressBar
 from dlcamp.train.checkpoint import check_same_model, load_checkpoint, load_weights
 from dlcamp.train.plot import PlotCurves
-from dlcamp.train.trainer import Trainer, TrainConfig
+from dlcamp.train.trainer import TrainConfig, Trainer
 from dlcamp.utils import pick_device, seed_everything, versions
 
 RUN_FILES = ("config.json", "metrics.csv", "curves.png", "checkpoint.pt")
@@ -43,7 +44,7 @@ class RunConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
         d = dict(d)
         train = TrainConfig.from_dict(d.pop("train", {}))
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__}, train=train)
@@ -51,15 +52,18 @@ class RunConfig:
 
 def make_config(model: str = "cnn", dataset: str = "fashion-mnist", quick: bool = False,
                 **overrides: Any) -> RunConfig:
-    """The model's registered recipe, then `overrides` (None values are ignored)."""
-    settings = {**model_recipe(model), **{k: v for k, v in overrides.items() if v is not None}}
+    """The model's registered recipe, then `overrides` (None values are ignored).
+
+    Quick mode trains on small subsets and caps the recipe at 2 epochs (unless `epochs` is given).
+    """
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    settings = {**model_recipe(model), **overrides}
+    if quick and "epochs" not in overrides:
+        settings["epochs"] = min(settings.get("epochs", 2), 2)
     run_keys = {"batch_size", "augment", "patience", "model_kwargs"}
     run = {k: settings.pop(k) for k in list(settings) if k in run_keys}
-    cfg = RunConfig(model=model, dataset=dataset, quick=quick, train=TrainConfig(**settings),
-                    **run)
-    if quick:
-        cfg.train.epochs = min(cfg.train.epochs, 2)
-    return cfg
+    return RunConfig(model=model, dataset=dataset, quick=quick, train=TrainConfig(**settings),
+                     **run)
 
 
 def default_out(cfg: RunConfig, root: Path | str = "runs") -> Path:

@@ -1,0 +1,37 @@
+# dlcamp: two commands do all set-up.  `make demo` trains the default model; `make test` tests.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.dlcamp-installed
+EXTRAS ?= data,test
+DEMO_ARGS ?=
+
+.PHONY: setup data demo test quick-test lint bench clean
+
+setup: $(STAMP) data
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "dlcamp needs Python >= 3.11"'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[$(EXTRAS)]'
+	@touch $@
+
+data:
+	@bash scripts/install-data.sh
+
+demo: setup
+	$(BIN)/dlcamp train --model cnn --dataset fashion-mnist --out runs/demo --force $(DEMO_ARGS)
+	$(BIN)/dlcamp evaluate runs/demo
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check src tests bench
+
+bench: setup
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,176 @@
+"""The trainer learns, checkpoints atomically and safely, and resumes exactly."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from dlcamp.data import make_loaders
+from dlcamp.errors import CheckpointError, RunDirExists
+from dlcamp.models import create_model
+from dlcamp.train import (Callback, EarlyStopping, Regression, Trainer, TrainConfig,
+                          load_checkpoint, make_config, model_from_checkpoint, resume_run,
+                          save_checkpoint, train_run)
+from dlcamp.train.trainer import lr_at
+
+QUIET = {"log": lambda s: None, "progress": False}
+
+
+def test_quick_mlp_run_learns(tmp_path):
+    cfg = make_config("mlp", quick=True, epochs=3)
+    trainer, out = train_run(cfg, tmp_path / "run", **QUIET)
+    h = trainer.history
+    assert len(h) == 3
+    assert h[-1]["train_loss"] < h[0]["train_loss"] < math.log(10)
+    assert h[-1]["val_acc"] > 0.75
+    assert {p.name for p in out.iterdir()} >= {"config.json", "metrics.csv", "curves.png",
+                                               "checkpoint.pt"}
+    lines = (out / "metrics.csv").read_text().splitlines()
+    assert lines[0].startswith("epoch,") and len(lines) == 4
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_default_cnn_quick_run_learns(tmp_path):
+    trainer, _ = train_run(make_config("cnn", quick=True), tmp_path / "run", **QUIET)
+    assert trainer.history[-1]["val_acc"] > 0.80
+
+
+def test_regression_task_uses_the_same_loop():
+    torch.manual_seed(0)
+    x = torch.randn(512, 3)
+    y = x @ torch.tensor([2.0, -3.4, 1.0]) + 4.2
+    batches = [(x[i:i + 64], y[i:i + 64]) for i in range(0, 512, 64)]
+    model = nn.Linear(3, 1)
+    trainer = Trainer(model, TrainConfig(epochs=20, lr=0.05, momentum=0.0, device="cpu"),
+                      task=Regression())
+    history = trainer.fit(batches, batches)
+    assert history[-1]["val_rmse"] < 0.01 < history[0]["train_rmse"]
+    assert torch.allclose(model.weight, torch.tensor([[2.0, -3.4, 1.0]]), atol=0.01)
+
+
+def test_onecycle_schedule_shape():
+    cfg = TrainConfig(lr=1.0, schedule="onecycle", warmup=0.25)
+    lrs = [lr_at(s, 100, cfg) for s in range(101)]
+    assert lrs[0] == pytest.approx(0.1) and max(lrs) == pytest.approx(1.0)
+    assert lrs.index(max(lrs)) == 25 and lrs[-1] == pytest.approx(1e-3)
+    assert lr_at(50, 100, TrainConfig(lr=1.0, schedule="cosine")) == pytest.approx(0.5)
+    with pytest.raises(ValueError):
+        Trainer(nn.Linear(1, 1), TrainConfig(schedule="triangle"))
+
+
+def test_early_stopping_and_time_budget():
+    batches = [(torch.randn(8, 4), torch.randint(0, 2, (8,)))]
+    trainer = Trainer(nn.Linear(4, 2), TrainConfig(epochs=50, lr=0.0, device="cpu"),
+                      callbacks=[EarlyStopping(patience=2)])
+    assert len(trainer.fit(batches, batches)) == 3  # lr 0: no progress after the first epoch
+    trainer = Trainer(nn.Linear(4, 2), TrainConfig(epochs=50, max_seconds=1e-9, device="cpu"))
+    assert len(trainer.fit(batches)) == 1
+
+
+def test_checkpoint_round_trip(tmp_path):
+    trainer, out = train_run(make_config("lenet-modern", quick=True, epochs=1), tmp_path / "r",
+                             **QUIET)
+    ckpt = load_checkpoint(out)  # a run directory is accepted
+    assert ckpt["model"]["name"] == "lenet-modern" and ckpt["data"]["classes"][0] == "T-shirt/top"
+    assert {"torch", "dlcamp", "python"} <= set(ckpt["versions"])
+    model = model_from_checkpoint(ckpt)
+    x = torch.randn(5, 1, 28, 28)
+    trainer.model.eval()
+    assert torch.allclose(model(x), trainer.model(x), atol=1e-6)
+
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("this would run on load",))
+
+
+def test_checkpoint_loading_never_unpickles_code(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "dlcamp-checkpoint", "payload": Evil()}, path)
+    with pytest.raises(CheckpointError, match="not a readable dlcamp checkpoint"):
+        load_checkpoint(path)
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError):
+        load_checkpoint(tmp_path / "junk.pt")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "plain.pt")
+    with pytest.raises(CheckpointError, match="not a dlcamp checkpoint"):
+        load_checkpoint(tmp_path / "plain.pt")
+
+
+def test_checkpoint_of_another_model_is_refused(tmp_path):
+    _, out = train_run(make_config("softmax", quick=True, epochs=1), tmp_path / "r", **QUIET)
+    ckpt = load_checkpoint(out)
+    ckpt["model"] = {"name": "mlp", "kwargs": {}}  # weights of softmax, claimed to be an MLP
+    save_checkpoint(tmp_path / "bad.pt", ckpt)
+    with pytest.raises(CheckpointError, match="do not fit"):
+        model_from_checkpoint(load_checkpoint(tmp_path / "bad.pt"))
+
+
+class StopAfter(Callback):
+    """Simulate Ctrl-C right after epoch `n` has been checkpointed."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def on_epoch_end(self, trainer, record):
+        if trainer.epoch == self.n:
+            raise KeyboardInterrupt
+
+
+def test_resume_continues_exactly(tmp_path):
+    # MLP with dropout: resuming must also restore the random-number generator state.
+    cfg = make_config("mlp", quick=True, epochs=3, schedule="onecycle",
+                      model_kwargs={"hidden": [64], "dropout": 0.3})
+    full, _ = train_run(cfg, tmp_path / "full", **QUIET)
+
+    cut, out = None, tmp_path / "cut"
+    from dlcamp.train.run import build, prepare_run_dir, write_config
+    prepare_run_dir(out)
+    trainer, loaders, _ = build(cfg, out, progress=False, log=lambda s: None)
+    write_config(out, cfg)
+    trainer.callbacks.append(StopAfter(2))
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit(loaders.train, loaders.test)
+    assert load_checkpoint(out)["trainer"]["epoch"] == 2
+
+    resumed, _ = resume_run(out, **QUIET)
+    assert resumed.epoch == 3 and len(resumed.history) == 3
+    for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values(),
+                    strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert resumed.history[-1]["val_acc"] == pytest.approx(full.history[-1]["val_acc"])
+
+
+def test_resume_refuses_a_different_model(tmp_path):
+    _, out = train_run(make_config("softmax", quick=True, epochs=1), tmp_path / "r", **QUIET)
+    config = (out / "config.json").read_text().replace('"softmax"', '"mlp"')
+    (out / "config.json").write_text(config)
+    with pytest.raises(CheckpointError, match="belongs to model 'softmax'"):
+        resume_run(out, **QUIET)
+
+
+def test_resume_without_checkpoint(tmp_path):
+    with pytest.raises(CheckpointError, match="not a run directory"):
+        resume_run(tmp_path, **QUIET)
+
+
+def test_existing_run_directory_is_not_overwritten(tmp_path):
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(RunDirExists, match="--force"):
+        train_run(make_config("softmax", quick=True, epochs=1), out, **QUIET)
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+    train_run(make_config("softmax", quick=True, epochs=1), out, force=True, **QUIET)
+    assert (out / "notes.txt").read_text() == "mine"  # --force replaces only run files
+
+
+def test_bf16_autocast_trains():
+    loaders = make_loaders("digits", 128)
+    model = create_model("mlp", image_size=8)
+    trainer = Trainer(model, TrainConfig(epochs=3, lr=0.1, bf16=True, device="cpu"))
+    history = trainer.fit(loaders.train, loaders.test)
+    assert history[-1]["val_acc"] > 0.85
