@@ -10,17 +10,17 @@ import json
 import shlex
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
-
-from machine import describe
 
 from dlcamp.data import make_loaders
 from dlcamp.data.loader import flip_and_shift
 from dlcamp.models import create_model
-from dlcamp.train import Trainer, TrainConfig
+from dlcamp.train import TrainConfig, Trainer
+from machine import describe
 
 
 def parser(doc: str) -> argparse.ArgumentParser:

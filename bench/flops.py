@@ -18,12 +18,12 @@ import dataclasses
 
 import torch
 import torch.nn.functional as F
-from common import markdown_table, parser, report, setup, time_dlcamp
-from machine import matmul_peak
 from torch.utils.flop_counter import FlopCounterMode
 
+from common import markdown_table, parser, report, setup, time_dlcamp
 from dlcamp.models import create_model
 from dlcamp.train import TrainConfig, make_config
+from machine import matmul_peak
 
 
 def count_flops(model_name: str, batch: int = 8) -> dict[str, float]:

@@ -1,6 +1,6 @@
 """Run every benchmark in turn and write docs/benchmarks.md (machine, tables, commands).
 
-    python bench/run_all.py             # the full set (about 20 minutes on a 2-core laptop)
+    python bench/run_all.py             # the full set (tens of minutes on a 2-core laptop)
     python bench/run_all.py --quick     # smoke run; writes to a temporary file, not docs/
 
 Each benchmark runs in its own process (fresh thread pools and caches) and hands back its
@@ -68,7 +68,7 @@ def main() -> None:
             name = script.removesuffix(".py")
             if args.only and name not in args.only.split(","):
                 continue
-            extra = (quick if args.quick else full)
+            extra = list(quick if args.quick else full)
             extra += ["--threads", str(args.threads)] if args.threads else []
             out = Path(tmp) / f"{name}.json"
             print(f"\n## {reproduce(script, extra)}", flush=True)

@@ -29,9 +29,9 @@ import warnings
 from pathlib import Path
 
 import torch
-from common import Take, markdown_table, parser, report, setup, time_dlcamp
 from torch import nn
 
+from common import Take, markdown_table, parser, report, setup, time_dlcamp
 from dlcamp.data import files
 from dlcamp.data.datasets import FASHION_FILES
 from dlcamp.models import create_model
@@ -79,8 +79,8 @@ def book_epoch(net: nn.Module, loader, optimizer, loss) -> tuple[list[float], fl
         l.backward()
         optimizer.step()
         with torch.no_grad():
-            metric = [a + float(b) for a, b in
-                      zip(metric, (l * X.shape[0], book_accuracy(y_hat, y), X.shape[0]))]
+            batch = (l * X.shape[0], book_accuracy(y_hat, y), X.shape[0])
+            metric = [a + float(b) for a, b in zip(metric, batch, strict=True)]
     return metric, time.perf_counter() - start
 
 
@@ -169,7 +169,7 @@ def main() -> None:
         print(f"{row['model']:6} {row['way']:52} {row['precision']:22} {speed:10,.0f} ex/s",
               flush=True)
 
-    for model, group in itertools.groupby(results, key=lambda r: r["model"]):
+    for _, group in itertools.groupby(results, key=lambda r: r["model"]):
         group = list(group)
         for r in group:
             r["speedup"] = r["examples_per_s"] / group[0]["examples_per_s"]

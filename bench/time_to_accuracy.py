@@ -19,7 +19,6 @@ import math
 import tempfile
 
 from common import markdown_table, parser, report, setup
-
 from dlcamp.models import model_recipe
 from dlcamp.train import make_config, train_run
 
@@ -75,8 +74,9 @@ def main() -> None:
     summary, per_epoch = [], []
     for name, run in runs.items():
         s = summarize(run, args.target, args.at_seconds)
-        label = (f"recipe, {run['planned_epochs']} epochs" if name == "recipe" else
-                 f"{args.max_seconds:g} s budget, {run['planned_epochs']} epochs planned")
+        n = run["planned_epochs"]
+        label = (f"recipe ({n} epoch{'s' * (n != 1)})" if name == "recipe" else
+                 f"{args.max_seconds:g} s budget ({n} epoch{'s' * (n != 1)} planned)")
         if s["epochs_done"] < s["planned_epochs"]:
             label += f" (stopped after {s['epochs_done']}: schedule not finished)"
         summary.append({"run": label, **s})

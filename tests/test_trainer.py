@@ -11,9 +11,21 @@ from torch import nn
 from dlcamp.data import make_loaders
 from dlcamp.errors import CheckpointError, RunDirExists
 from dlcamp.models import create_model
-from dlcamp.train import (Callback, EarlyStopping, Regression, Trainer, TrainConfig,
-                          load_checkpoint, make_config, model_from_checkpoint, resume_run,
-                          save_checkpoint, train_run)
+from dlcamp.train import (
+    Callback,
+    EarlyStopping,
+    PlotCurves,
+    Regression,
+    TrainConfig,
+    Trainer,
+    load_checkpoint,
+    make_config,
+    model_from_checkpoint,
+    resume_run,
+    save_checkpoint,
+    train_run,
+)
+from dlcamp.train.run import build, prepare_run_dir, write_config
 from dlcamp.train.trainer import lr_at
 
 QUIET = {"log": lambda s: None, "progress": False}
@@ -126,8 +138,7 @@ def test_resume_continues_exactly(tmp_path):
                       model_kwargs={"hidden": [64], "dropout": 0.3})
     full, _ = train_run(cfg, tmp_path / "full", **QUIET)
 
-    cut, out = None, tmp_path / "cut"
-    from dlcamp.train.run import build, prepare_run_dir, write_config
+    out = tmp_path / "cut"
     prepare_run_dir(out)
     trainer, loaders, _ = build(cfg, out, progress=False, log=lambda s: None)
     write_config(out, cfg)
@@ -174,3 +185,24 @@ def test_bf16_autocast_trains():
     trainer = Trainer(model, TrainConfig(epochs=3, lr=0.1, bf16=True, device="cpu"))
     history = trainer.fit(loaders.train, loaders.test)
     assert history[-1]["val_acc"] > 0.85
+
+
+def test_curves_update_live_in_a_notebook(tmp_path, monkeypatch):
+    import IPython.display
+
+    shown = []
+
+    class Handle:
+        def update(self, obj):
+            shown.append(("update", obj))
+
+    def fake_display(obj, display_id=False):
+        shown.append(("display", obj))
+        return Handle()
+
+    monkeypatch.setattr(IPython.display, "display", fake_display)
+    batches = [(torch.randn(8, 4), torch.randint(0, 2, (8,)))]
+    plot = PlotCurves(tmp_path / "c.png", live=True)
+    Trainer(nn.Linear(4, 2), TrainConfig(epochs=3, device="cpu"), callbacks=[plot]).fit(batches)
+    assert [kind for kind, _ in shown] == ["display", "update", "update"]  # one figure, redrawn
+    assert shown[-1][1].data[:4] == b"\x89PNG" and (tmp_path / "c.png").exists()
