@@ -65,10 +65,10 @@ def test_regression_task_uses_the_same_loop():
 
 def test_onecycle_schedule_shape():
     cfg = TrainConfig(lr=1.0, schedule="onecycle", warmup=0.25)
-    lrs = [lr_at(s, 100, cfg) for s in range(101)]
+    lrs = [lr_at(s / 100, cfg) for s in range(101)]
     assert lrs[0] == pytest.approx(0.1) and max(lrs) == pytest.approx(1.0)
     assert lrs.index(max(lrs)) == 25 and lrs[-1] == pytest.approx(1e-3)
-    assert lr_at(50, 100, TrainConfig(lr=1.0, schedule="cosine")) == pytest.approx(0.5)
+    assert lr_at(0.5, TrainConfig(lr=1.0, schedule="cosine")) == pytest.approx(0.5)
     with pytest.raises(ValueError):
         Trainer(nn.Linear(1, 1), TrainConfig(schedule="triangle"))
 
@@ -79,7 +79,23 @@ def test_early_stopping_and_time_budget():
                       callbacks=[EarlyStopping(patience=2)])
     assert len(trainer.fit(batches, batches)) == 3  # lr 0: no progress after the first epoch
     trainer = Trainer(nn.Linear(4, 2), TrainConfig(epochs=50, max_seconds=1e-9, device="cpu"))
-    assert len(trainer.fit(batches)) == 1
+    assert len(trainer.fit(batches)) <= 1  # stops as soon as the clock says so
+
+
+def test_time_budget_anneals_the_schedule():
+    """With max_seconds the one-cycle schedule follows the clock and ends annealed."""
+    lrs = []
+
+    class RecordLR(Callback):
+        def on_batch_end(self, trainer, i, loss):
+            lrs.append(trainer.optimizer.param_groups[0]["lr"])
+
+    batches = [(torch.randn(64, 32), torch.randint(0, 2, (64,)))] * 20
+    cfg = TrainConfig(epochs=10_000, lr=1.0, schedule="onecycle", max_seconds=0.3, device="cpu")
+    trainer = Trainer(nn.Linear(32, 2), cfg, callbacks=[RecordLR()])
+    trainer.fit(batches)
+    assert trainer.epoch < 10_000 and trainer.train_seconds == pytest.approx(0.3, abs=0.2)
+    assert max(lrs) > 0.5 and lrs[-1] < 0.05  # warmed up, then annealed within the budget
 
 
 def test_checkpoint_round_trip(tmp_path):

@@ -35,7 +35,7 @@ class TrainConfig:
     grad_clip: float = 0.0        # 0: no clipping
     seed: int = 0
     device: str = "auto"
-    max_seconds: float = 0.0      # stop after the epoch in which training time passes this
+    max_seconds: float = 0.0      # time budget: the schedule follows it, training stops at it
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
@@ -57,14 +57,14 @@ def make_optimizer(params: Iterable[nn.Parameter], cfg: TrainConfig) -> torch.op
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose sgd, adam or adamw")
 
 
-def lr_at(step: int, total_steps: int, cfg: TrainConfig) -> float:
-    """Learning rate at `step` of `total_steps`: a pure function, so resuming needs no state.
+def lr_at(t: float, cfg: TrainConfig) -> float:
+    """Learning rate at progress `t` in [0, 1]: a pure function, so resuming needs no state.
 
     onecycle: linear warm-up from lr/10 to lr over the first `warmup` fraction of the steps,
     then linear decay to lr/1000 (Smith & Topin's one-cycle policy, linear variant).
     cosine: half a cosine from lr to 0.
     """
-    t = min(step / max(total_steps, 1), 1.0)
+    t = min(max(t, 0.0), 1.0)
     if cfg.schedule == "constant":
         return cfg.lr
     if cfg.schedule == "onecycle":
@@ -89,7 +89,7 @@ class Trainer:
         self.task = task or getattr(model, "task", None) or Classification(cfg.label_smoothing)
         self.callbacks = list(callbacks)
         self.optimizer = make_optimizer(self.model.parameters(), cfg)
-        lr_at(0, 1, cfg)  # fail early on an unknown schedule name
+        lr_at(0.0, cfg)  # fail early on an unknown schedule name
         self.epoch = 0            # epochs completed
         self.global_step = 0
         self.train_seconds = 0.0  # time spent in training steps, evaluation excluded
@@ -101,6 +101,17 @@ class Trainer:
     def _emit(self, event: str, *args: Any) -> None:
         for cb in self.callbacks:
             getattr(cb, event, lambda *a: None)(self, *args)
+
+    def progress(self, elapsed: float = 0.0) -> float:
+        """Fraction of training done: by steps, or by time when a time budget is set.
+
+        With `max_seconds`, the schedule is stretched over the budget (budgeted training), so
+        a run cut by the clock has still annealed its learning rate.
+        """
+        by_steps = self.global_step / max(self.total_steps, 1)
+        if not self.config.max_seconds:
+            return by_steps
+        return max(by_steps, (self.train_seconds + elapsed) / self.config.max_seconds)
 
     def autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.bf16)
@@ -118,28 +129,34 @@ class Trainer:
                 train_loader.set_epoch(epoch)
             self._emit("on_epoch_start", epoch, len(train_loader))
             start = time.perf_counter()
-            train_metrics, n = self._train_epoch(train_loader)
+            train_metrics, n = self._train_epoch(train_loader, start)
+            if n == 0:  # the time budget ran out before this epoch's first step
+                break
             seconds = time.perf_counter() - start
             self.train_seconds += seconds
             record = {"epoch": epoch + 1, **{f"train_{k}": v for k, v in train_metrics.items()},
-                      "lr": self.optimizer.param_groups[0]["lr"], "epoch_seconds": seconds,
+                      "lr": self.optimizer.param_groups[0]["lr"], "train_examples": n,
+                      "epoch_seconds": seconds,
                       "train_seconds": self.train_seconds, "examples_per_s": n / seconds}
             if val_loader is not None:
                 record.update({f"val_{k}": v for k, v in self.evaluate(val_loader).items()})
             self.history.append(record)
             self.epoch = epoch + 1
             self._emit("on_epoch_end", record)
-            if cfg.max_seconds and self.train_seconds >= cfg.max_seconds:
-                self.should_stop = True
         self._emit("on_fit_end")
         return self.history
 
-    def _train_epoch(self, loader) -> tuple[dict[str, float], int]:
+    def _train_epoch(self, loader, start: float) -> tuple[dict[str, float], int]:
         self.model.train()
         sums: dict[str, torch.Tensor] = {}
+        budget = self.config.max_seconds
         for i, batch in enumerate(loader):
-            batch = tuple(t.to(self.device, non_blocking=True) for t in batch)
-            lr = lr_at(self.global_step, self.total_steps, self.config)
+            t = self.progress(time.perf_counter() - start if budget else 0.0)
+            if budget and t >= 1.0:  # the time budget is spent: stop in mid-epoch
+                self.should_stop = True
+                break
+            batch = tuple(part.to(self.device, non_blocking=True) for part in batch)
+            lr = lr_at(t, self.config)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             with self.autocast():
@@ -153,8 +170,10 @@ class Trainer:
                 sums[k] = sums[k] + v if k in sums else v.clone()
             self.global_step += 1
             self._emit("on_batch_end", i, loss)
+        if not sums:
+            return {}, 0
         totals = {k: float(v) for k, v in sums.items()}
-        return self.task.summarize(totals), int(totals.get("n", 0))
+        return self.task.summarize(totals), int(totals["n"])
 
     @torch.no_grad()
     def evaluate(self, loader) -> dict[str, float]:
@@ -162,7 +181,7 @@ class Trainer:
         self.model.eval()
         sums: dict[str, torch.Tensor] = {}
         for batch in loader:
-            batch = tuple(t.to(self.device, non_blocking=True) for t in batch)
+            batch = tuple(part.to(self.device, non_blocking=True) for part in batch)
             with self.autocast():
                 _, batch_sums = self.task.step(self.model, batch)
             for k, v in batch_sums.items():
