@@ -17,9 +17,9 @@ from typing import Any
 import torch
 
 from dlcamp.data import make_loaders
-from dlcamp.data.loader import flip_and_shift
 from dlcamp.models import create_model
 from dlcamp.train import TrainConfig, Trainer
+from dlcamp.train.run import parse_augment
 from machine import describe
 
 
@@ -56,7 +56,7 @@ class Take:
         return itertools.islice(iter(self.loader), len(self))
 
 
-def time_dlcamp(model_name: str, cfg: TrainConfig, batch_size: int = 256, augment: bool = False,
+def time_dlcamp(model_name: str, cfg: TrainConfig, batch_size: int = 256, augment: str = "none",
                 batches: int | None = None, warmup: int = 5, seed: int = 0) -> dict[str, Any]:
     """Train `model_name` with dlcamp's loader and Trainer for `batches` batches (None: one
     epoch of Fashion-MNIST) and return the examples, wall-clock seconds and examples/s.
@@ -67,7 +67,7 @@ def time_dlcamp(model_name: str, cfg: TrainConfig, batch_size: int = 256, augmen
     """
     cfg = dataclasses.replace(cfg, epochs=1)
     loaders = make_loaders("fashion-mnist", batch_size, channels_last=cfg.channels_last,
-                           augment=flip_and_shift() if augment else None, seed=seed)
+                           augment=parse_augment(augment), seed=seed)
     torch.manual_seed(seed)
     model = create_model(model_name)
     if warmup:

@@ -70,7 +70,7 @@ def main() -> None:
 
     results = []
     for row in rows_to_run():
-        timing = time_dlcamp(row["model"], row["cfg"], 256, row.get("augment", False),
+        timing = time_dlcamp(row["model"], row["cfg"], 256, row.get("augment", "none"),
                              args.batches, args.warmup)
         flops = counts[row["model"]]
         gflops = flops["train_flops"] * timing["examples_per_s"] / 1e9

@@ -158,7 +158,7 @@ def main() -> None:
             if row.get("run") == "book":
                 runs.append(time_book(batches, warmup, args.workers))
             else:
-                runs.append(time_dlcamp(row["model"], row["cfg"], BATCH, row.get("augment", False),
+                runs.append(time_dlcamp(row["model"], row["cfg"], BATCH, row.get("augment", "none"),
                                         batches, warmup))
         speed = statistics.median(r["examples_per_s"] for r in runs)
         result = {k: v for k, v in row.items() if k not in ("cfg", "run")}

@@ -109,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--weight-decay", type=float)
     t.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                    help="bfloat16 autocast (default: the model's recipe)")
-    t.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None)
+    t.add_argument("--augment", help="none | flip | shift | flip+shift (default: the recipe's; "
+                   "don't flip digits)")
     t.add_argument("--device", help="auto (default) | cpu | cuda | cuda:1 | mps")
     t.add_argument("--seed", type=int)
     t.add_argument("--patience", type=int, help="early stopping after N epochs without progress")

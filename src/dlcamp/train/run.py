@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from dlcamp.data.files import atomic_write_bytes
-from dlcamp.data.loader import flip_and_shift, make_loaders
-from dlcamp.errors import CheckpointError, RunDirExists
+from dlcamp.data.loader import Augment, flip_and_shift, make_loaders
+from dlcamp.errors import BadArgument, CheckpointError, RunDirExists
 from dlcamp.models import create_model, model_recipe
 from dlcamp.models.registry import model_accepts
 from dlcamp.train.callbacks import Checkpoint, CSVLogger, EarlyStopping, EpochLog, ProgressBar
@@ -35,7 +35,7 @@ class RunConfig:
     dataset: str = "fashion-mnist"
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     batch_size: int = 256
-    augment: bool = False       # random flip + shift of up to 2 pixels, on whole batches
+    augment: str = "none"       # none | flip | shift | flip+shift (whole-batch, on the device)
     patience: int = 0           # early stopping on the validation metric; 0: off
     quick: bool = False         # small subsets and at most 2 epochs
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -64,6 +64,17 @@ def make_config(model: str = "cnn", dataset: str = "fashion-mnist", quick: bool 
     run = {k: settings.pop(k) for k in list(settings) if k in run_keys}
     return RunConfig(model=model, dataset=dataset, quick=quick, train=TrainConfig(**settings),
                      **run)
+
+
+def parse_augment(spec: str | bool | None) -> Augment | None:
+    """'flip', 'shift' or 'flip+shift' (shift: up to 2 pixels) -> a batch augmentation."""
+    spec = {True: "flip", False: "none", None: "none"}.get(spec, spec)
+    parts = set(spec.replace(",", "+").split("+")) - {"none", ""}
+    if parts - {"flip", "shift"}:
+        raise BadArgument(f"unknown augmentation {spec!r}; use none, flip, shift or flip+shift")
+    if not parts:
+        return None
+    return flip_and_shift(pad=2 if "shift" in parts else 0, flip="flip" in parts)
 
 
 def default_out(cfg: RunConfig, root: Path | str = "runs") -> Path:
@@ -102,7 +113,7 @@ def build(cfg: RunConfig, out: Path | None, progress: bool = True,
 
     device = pick_device(cfg.train.device)
     loaders = make_loaders(cfg.dataset, cfg.batch_size, device, quick=cfg.quick,
-                           seed=cfg.train.seed, augment=flip_and_shift() if cfg.augment else None,
+                           seed=cfg.train.seed, augment=parse_augment(cfg.augment),
                            channels_last=cfg.train.channels_last)
     ds = loaders.train_set
     model = create_model(cfg.model, **_model_kwargs(cfg, ds.shape, len(ds.classes)))
