@@ -9,10 +9,12 @@ Rows (Fashion-MNIST, batch 256, only training is timed, evaluation is not run):
                  transforms.ToTensor(), DataLoader(shuffle=True, num_workers=4), plain SGD lr 0.9,
                  a per-batch Accumulator that calls float() on the loss and accuracy, fp32.
   lenet  dlcamp  make_loaders (whole split in memory as uint8, batched as tensors) + Trainer
-                 (SGD lr 0.9, no momentum), fp32, then bf16 autocast.
+                 (SGD lr 0.9, no momentum): fp32 NCHW, then dlcamp's LeNet recipe
+                 (bf16 autocast + channels-last).
   cnn    dlcamp  dlcamp's default model and recipe (augmentation, SGD+Nesterov, one-cycle),
                  fp32, then the recipe's bf16 autocast + channels-last.
-Each row runs a few warm-up batches first. The speed-up column compares with the first row of
+Rows are timed in turn, `--repeats` times (median reported), so that slow spells of a shared
+machine hit every row alike. Each row runs a few warm-up batches first. The speed-up column compares with the first row of
 the same model. Data loading is inside the timed loop for every row (the book's own timer
 leaves it out, which hides most of the cost of the DataLoader).
 """
@@ -120,14 +122,15 @@ def time_book(batches: int | None, warmup: int, workers: int, seed: int = 0) -> 
 
 def rows_to_run(workers: int) -> list[dict]:
     lenet = TrainConfig(epochs=1, lr=LENET_LR, momentum=0.0)
+    lenet_recipe = make_config("lenet").train  # + channels_last + bf16
     cnn = make_config("cnn")  # the registered recipe: bf16 + channels_last + augmentation
     cnn_fp32 = dataclasses.replace(cnn.train, bf16=False, channels_last=False)
     return [
         {"model": "lenet", "way": f"book train_ch6 (torchvision + DataLoader, {workers} workers)",
          "precision": "fp32", "run": "book"},
         {"model": "lenet", "way": "dlcamp", "precision": "fp32", "cfg": lenet},
-        {"model": "lenet", "way": "dlcamp", "precision": "bf16",
-         "cfg": dataclasses.replace(lenet, bf16=True)},
+        {"model": "lenet", "way": "dlcamp recipe", "precision": "bf16 + channels_last",
+         "cfg": dataclasses.replace(lenet_recipe, epochs=1)},
         {"model": "cnn", "way": "dlcamp recipe (augmented)", "precision": "fp32",
          "cfg": cnn_fp32, "augment": cnn.augment},
         {"model": "cnn", "way": "dlcamp recipe (augmented)", "precision": "bf16 + channels_last",
@@ -139,8 +142,8 @@ def main() -> None:
     p = parser(__doc__)
     p.add_argument("--batches", type=int, help="batches per row (default: one epoch, 235)")
     p.add_argument("--warmup", type=int, default=5, help="warm-up batches per row (default 5)")
-    p.add_argument("--repeats", type=int, default=1, help="timed passes per row; the median "
-                   "is reported (default 1)")
+    p.add_argument("--repeats", type=int, default=3, help="timed passes per row, interleaved "
+                   "across rows; the median is reported (default 3)")
     p.add_argument("--workers", type=int, default=4, help="DataLoader workers of the book row "
                    "(the book uses 4)")
     p.add_argument("--models", default="lenet,cnn", help="comma-separated: lenet, cnn")
@@ -149,17 +152,17 @@ def main() -> None:
     batches, warmup = (4, 2) if args.quick else (args.batches, args.warmup)
     models = args.models.split(",")
 
-    results = []
-    for row in rows_to_run(args.workers):
-        if row["model"] not in models:
-            continue
-        runs = []
-        for _ in range(args.repeats):
+    rows = [row for row in rows_to_run(args.workers) if row["model"] in models]
+    timings: list[list[dict]] = [[] for _ in rows]
+    for _ in range(args.repeats):  # interleaved, so slow spells of a shared machine hit all rows
+        for row, runs in zip(rows, timings, strict=True):
             if row.get("run") == "book":
                 runs.append(time_book(batches, warmup, args.workers))
             else:
-                runs.append(time_dlcamp(row["model"], row["cfg"], BATCH, row.get("augment", "none"),
-                                        batches, warmup))
+                runs.append(time_dlcamp(row["model"], row["cfg"], BATCH,
+                                        row.get("augment", "none"), batches, warmup))
+    results = []
+    for row, runs in zip(rows, timings, strict=True):
         speed = statistics.median(r["examples_per_s"] for r in runs)
         result = {k: v for k, v in row.items() if k not in ("cfg", "run")}
         result.update(examples=runs[0]["examples"], examples_per_s=speed,
