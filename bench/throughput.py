@@ -14,9 +14,9 @@ Rows (Fashion-MNIST, batch 256, only training is timed, evaluation is not run):
   cnn    dlcamp  dlcamp's default model and recipe (augmentation, SGD+Nesterov, one-cycle),
                  fp32, then the recipe's bf16 autocast + channels-last.
 Rows are timed in turn, `--repeats` times (median reported), so that slow spells of a shared
-machine hit every row alike. Each row runs a few warm-up batches first. The speed-up column compares with the first row of
-the same model. Data loading is inside the timed loop for every row (the book's own timer
-leaves it out, which hides most of the cost of the DataLoader).
+machine hit every row alike. Each row runs a few warm-up batches first. The speed-up column
+compares with the first row of the same model. Data loading is inside the timed loop for every
+row (the book's own timer leaves it out, which hides most of the cost of the DataLoader).
 """
 
 from __future__ import annotations
