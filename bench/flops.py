@@ -43,7 +43,8 @@ def rows_to_run() -> list[dict]:
     cnn = make_config("cnn")
     return [
         {"model": "lenet", "precision": "fp32", "cfg": lenet},
-        {"model": "lenet", "precision": "bf16", "cfg": dataclasses.replace(lenet, bf16=True)},
+        {"model": "lenet", "precision": "bf16 + channels_last",
+         "cfg": dataclasses.replace(lenet, bf16=True, channels_last=True)},
         {"model": "cnn", "precision": "fp32", "augment": cnn.augment,
          "cfg": dataclasses.replace(cnn.train, bf16=False, channels_last=False)},
         {"model": "cnn", "precision": "bf16 + channels_last", "augment": cnn.augment,

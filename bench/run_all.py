@@ -29,9 +29,11 @@ BENCHMARKS = [
      "The same classic LeNet (sigmoid, average pooling, batch 256, SGD lr 0.9) trained the "
      "way the *Dive into Deep Learning* book's `train_ch6` does it (torchvision dataset, "
      "`DataLoader` with 4 workers, a `float()` per batch) and with dlcamp's in-memory loader "
-     "and Trainer; then dlcamp's default `cnn` recipe in fp32 and in bf16 + channels-last. "
-     "One epoch (60,000 examples) per row after a few warm-up batches; only training is "
-     "timed, data loading included."),
+     "and Trainer: fp32, then dlcamp's LeNet recipe (bf16 autocast + channels-last), then the "
+     "same with `torch.compile` (its compile time is in the warm-up column, not in the rate); "
+     "then dlcamp's default `cnn` recipe in fp32 and in bf16 + channels-last. One epoch "
+     "(60,000 examples) per row after a few warm-up batches, rows interleaved, 3 repeats, "
+     "median; only training is timed, data loading included."),
     ("flops.py", [], ["--quick"], "FLOP utilisation",
      "Training FLOPs per example counted with `torch.utils.flop_counter.FlopCounterMode` "
      "(convolutions and matrix products only), times dlcamp's measured examples/s, against the "

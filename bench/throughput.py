@@ -106,7 +106,7 @@ def time_book(batches: int | None, warmup: int, workers: int, seed: int = 0) -> 
                 nn.init.xavier_uniform_(m.weight)
 
         net.apply(init_weights)
-        if warmup:  # a throw-away copy, like the dlcamp rows
+        if warmup:  # a throw-away copy of the model takes the one-off costs
             warm = copy.deepcopy(net)
             book_epoch(warm, Take(loader, warmup), torch.optim.SGD(warm.parameters(), lr=LENET_LR),
                        nn.CrossEntropyLoss())
@@ -131,6 +131,9 @@ def rows_to_run(workers: int) -> list[dict]:
         {"model": "lenet", "way": "dlcamp", "precision": "fp32", "cfg": lenet},
         {"model": "lenet", "way": "dlcamp recipe", "precision": "bf16 + channels_last",
          "cfg": dataclasses.replace(lenet_recipe, epochs=1)},
+        {"model": "lenet", "way": "dlcamp recipe + torch.compile",
+         "precision": "bf16 + channels_last",
+         "cfg": dataclasses.replace(lenet_recipe, epochs=1, compile=True)},
         {"model": "cnn", "way": "dlcamp recipe (augmented)", "precision": "fp32",
          "cfg": cnn_fp32, "augment": cnn.augment},
         {"model": "cnn", "way": "dlcamp recipe (augmented)", "precision": "bf16 + channels_last",
@@ -166,6 +169,7 @@ def main() -> None:
         speed = statistics.median(r["examples_per_s"] for r in runs)
         result = {k: v for k, v in row.items() if k not in ("cfg", "run")}
         result.update(examples=runs[0]["examples"], examples_per_s=speed,
+                      warmup_seconds=runs[0].get("warmup_seconds"),
                       seconds=runs[0]["examples"] / speed, runs=runs,
                       config=dataclasses.asdict(row["cfg"]) if "cfg" in row else None)
         results.append(result)
@@ -182,6 +186,7 @@ def main() -> None:
         ("model", "model", ""), ("training loop", "way", ""), ("precision", "precision", ""),
         ("examples", "examples", ","), ("seconds", "seconds", ".1f"),
         ("examples/s", "examples_per_s", ",.0f"), ("speed-up", "speedup", ".2f"),
+        ("warm-up s (incl. compile)", "warmup_seconds", ".1f"),
         ("compared with", "vs", "")])
     report(args, "throughput", results, markdown)
 

@@ -222,3 +222,14 @@ def test_curves_update_live_in_a_notebook(tmp_path, monkeypatch):
     Trainer(nn.Linear(4, 2), TrainConfig(epochs=3, device="cpu"), callbacks=[plot]).fit(batches)
     assert [kind for kind, _ in shown] == ["display", "update", "update"]  # one figure, redrawn
     assert shown[-1][1].data[:4] == b"\x89PNG" and (tmp_path / "c.png").exists()
+
+
+def test_compiled_model_trains_and_checkpoints_like_the_plain_one(tmp_path):
+    torch.manual_seed(0)
+    loaders = make_loaders("digits", 128)
+    model = create_model("softmax", image_size=8)
+    trainer = Trainer(model, TrainConfig(epochs=2, lr=0.5, compile=True, device="cpu"))
+    history = trainer.fit(loaders.train, loaders.test)
+    assert history[-1]["val_acc"] > 0.85
+    assert trainer.step_model is not trainer.model
+    assert set(trainer.state_dict()["model"]) == {"1.weight", "1.bias"}  # no compile prefix

@@ -22,7 +22,7 @@ def _train(args: argparse.Namespace) -> int:
             batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
             schedule=args.schedule, weight_decay=args.weight_decay, bf16=args.bf16,
             augment=args.augment, device=args.device, seed=args.seed, patience=args.patience,
-            max_seconds=args.max_seconds)
+            max_seconds=args.max_seconds, compile=args.compile)
         trainer, out = train_run(cfg, args.out, force=args.force, progress=not args.no_progress)
     last = trainer.history[-1] if trainer.history else {}
     metric = f"val_{trainer.task.monitor}"
@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--weight-decay", type=float)
     t.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                    help="bfloat16 autocast (default: the model's recipe)")
+    t.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the model: a one-off compile (seconds to a minute), "
+                   "then faster steps")
     t.add_argument("--augment", help="none | flip | shift | flip+shift (default: the recipe's; "
                    "don't flip digits)")
     t.add_argument("--device", help="auto (default) | cpu | cuda | cuda:1 | mps")

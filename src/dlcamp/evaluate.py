@@ -30,7 +30,8 @@ def evaluate_checkpoint(path: Path | str, dataset: str | None = None, split: str
     data = ImageSet(data.name, data.split, data.images, data.labels, data.classes,
                     data.classes_zh, float(data_meta["mean"]), float(data_meta["std"]))
     model = model_from_checkpoint(ckpt)
-    cfg = TrainConfig.from_dict({**ckpt.get("config", {}).get("train", {}), "device": device})
+    cfg = TrainConfig.from_dict({**ckpt.get("config", {}).get("train", {}), "device": device,
+                                  "compile": False})
     trainer = Trainer(model, cfg)
     loader = TensorLoader(data, batch_size, device=pick_device(device),
                           channels_last=cfg.channels_last)

@@ -32,6 +32,7 @@ class TrainConfig:
     label_smoothing: float = 0.0  # used when the Trainer builds the default Classification task
     bf16: bool = False            # bfloat16 autocast (CPU with AVX-512 BF16 / AMX, or GPU)
     channels_last: bool = False
+    compile: bool = False         # torch.compile the model (a one-off compile, faster steps)
     grad_clip: float = 0.0        # 0: no clipping
     seed: int = 0
     device: str = "auto"
@@ -86,6 +87,9 @@ class Trainer:
         self.model = model.to(self.device)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        # The compiled wrapper shares the parameters; state_dict() stays on the plain model,
+        # so checkpoints look the same with or without compilation.
+        self.step_model = torch.compile(self.model) if cfg.compile else self.model
         self.task = task or getattr(model, "task", None) or Classification(cfg.label_smoothing)
         self.callbacks = list(callbacks)
         self.optimizer = make_optimizer(self.model.parameters(), cfg)
@@ -160,7 +164,7 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             with self.autocast():
-                loss, batch_sums = self.task.step(self.model, batch)
+                loss, batch_sums = self.task.step(self.step_model, batch)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if self.config.grad_clip:
@@ -183,7 +187,7 @@ class Trainer:
         for batch in loader:
             batch = tuple(part.to(self.device, non_blocking=True) for part in batch)
             with self.autocast():
-                _, batch_sums = self.task.step(self.model, batch)
+                _, batch_sums = self.task.step(self.step_model, batch)
             for k, v in batch_sums.items():
                 sums[k] = sums[k] + v if k in sums else v.clone()
         return self.task.summarize({k: float(v) for k, v in sums.items()})
