@@ -233,3 +233,13 @@ def test_compiled_model_trains_and_checkpoints_like_the_plain_one(tmp_path):
     assert history[-1]["val_acc"] > 0.85
     assert trainer.step_model is not trainer.model
     assert set(trainer.state_dict()["model"]) == {"1.weight", "1.bias"}  # no compile prefix
+
+
+def test_recipe_flip_is_not_applied_to_digits(tmp_path):
+    lines = []
+    cfg = make_config("cnn", "digits", quick=True, epochs=1, bf16=False)
+    trainer, loaders, _ = build(cfg, None, progress=False, log=lines.append)
+    assert cfg.augment == "flip" and loaders.train.augment is None
+    assert any("no flip" in line for line in lines)
+    cfg = make_config("cnn", "fashion-mnist", quick=True, augment="flip+shift")
+    assert build(cfg, None, progress=False, log=lines.append)[1].train.augment is not None

