@@ -3,10 +3,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.dlcamp-installed
-EXTRAS ?= data,test
+EXTRAS ?= data,lessons,test
 DEMO_ARGS ?=
 
-.PHONY: setup data demo test quick-test lint bench clean
+.PHONY: setup data demo test lint bench lab clean
 
 setup: $(STAMP) data
 
@@ -27,7 +27,12 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 lint: setup
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench lessons
+
+lab: setup
+	$(BIN)/python -m pip install -q -e '.[lab]'
+	$(BIN)/dlcamp lessons export --out notebooks
+	$(BIN)/jupyter lab --ip 127.0.0.1 notebooks
 
 bench: setup
 	$(BIN)/python bench/run_all.py

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from dlcamp.errors import DlcampError
+from dlcamp.errors import DlcampError, UnknownName
 from dlcamp.utils import is_quick
 
 
@@ -86,6 +86,27 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lessons(args: argparse.Namespace) -> int:
+    from dlcamp.lessons import export_lesson, find_lesson, list_lessons, run_lesson
+
+    if args.action == "list":
+        print(f"{'id':<6} {'quick':>6} {'full':>6}  title")
+        for lesson in list_lessons():
+            print(f"{lesson.id:<6} {lesson.minutes_quick:>5g}m {lesson.minutes_full:>5g}m  "
+                  f"{lesson.title}  ({lesson.title_en})")
+        return 0
+    if args.action == "run":
+        if not args.lesson:
+            raise UnknownName("which lesson? e.g. `dlcamp lessons run 1.01 --quick`")
+        return run_lesson(find_lesson(args.lesson), quick=args.quick or is_quick()).returncode
+    if args.to != "ipynb":
+        raise UnknownName(f"cannot export to {args.to!r} yet; use --to ipynb")
+    lessons = [find_lesson(args.lesson)] if args.lesson else list_lessons()
+    for lesson in lessons:
+        print(export_lesson(lesson, Path(args.out)))
+    return 0
+
+
 def _doctor(args: argparse.Namespace) -> int:
     from dlcamp.doctor import report
 
@@ -144,6 +165,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("models", help="list the registered models")
     m.set_defaults(func=_models)
+
+    les = sub.add_parser("lessons", help="lessons: list | run ID | export")
+    les.add_argument("action", choices=["list", "run", "export"])
+    les.add_argument("lesson", nargs="?", help="id (1.01), slug (tensors) or file name")
+    les.add_argument("--quick", action="store_true", help="run in quick mode (DLCAMP_QUICK=1)")
+    les.add_argument("--to", default="ipynb", help="export format (ipynb)")
+    les.add_argument("--out", default="notebooks", help="export folder (default notebooks/)")
+    les.set_defaults(func=_lessons)
 
     doc = sub.add_parser("doctor", help="check Python, torch, device and datasets")
     doc.set_defaults(func=_doctor)

@@ -1,0 +1,114 @@
+"""The lessons: jupytext percent-format scripts under lessons/<part>/NN-slug.py.
+
+Each lesson file is the source of truth. Its header carries dlcamp metadata:
+
+    # ---
+    # jupyter:
+    #   dlcamp:
+    #     title: 张量（tensor）
+    #     title_en: Tensors
+    #     minutes: {quick: 0.1, full: 1}
+    # ---
+
+`dlcamp lessons list|run|export` find, run (as scripts, quick mode with --quick) and export
+them (to .ipynb for Jupyter). Slide boundaries are cell metadata (slideshow.slide_type).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from dlcamp.errors import UnknownName
+
+LESSON_FILE = re.compile(r"^(\d\d)-([a-z0-9-]+)\.py$")
+PART_DIR = re.compile(r"^part(\d+)$")
+
+
+def lessons_root() -> Path:
+    """$DLCAMP_LESSONS, else the lessons/ folder of the source checkout."""
+    if os.environ.get("DLCAMP_LESSONS"):
+        return Path(os.environ["DLCAMP_LESSONS"])
+    return Path(__file__).resolve().parents[2] / "lessons"
+
+
+@dataclass(frozen=True)
+class Lesson:
+    part: int
+    number: int
+    slug: str
+    path: Path
+    title: str
+    title_en: str
+    minutes_quick: float
+    minutes_full: float
+
+    @property
+    def id(self) -> str:
+        return f"{self.part}.{self.number:02d}"
+
+
+def read_metadata(path: Path) -> dict:
+    import jupytext
+
+    return jupytext.read(path).metadata.get("dlcamp", {})
+
+
+def list_lessons(root: Path | None = None) -> list[Lesson]:
+    root = root or lessons_root()
+    found = []
+    for part_dir in sorted(root.glob("part*")):
+        part = PART_DIR.match(part_dir.name)
+        if not part:
+            continue
+        for path in sorted(part_dir.glob("*.py")):
+            m = LESSON_FILE.match(path.name)
+            if not m:
+                continue
+            meta = read_metadata(path)
+            minutes = meta.get("minutes", {})
+            found.append(Lesson(int(part.group(1)), int(m.group(1)), m.group(2), path,
+                                meta.get("title", m.group(2)), meta.get("title_en", m.group(2)),
+                                float(minutes.get("quick", 0)), float(minutes.get("full", 0))))
+    return sorted(found, key=lambda lesson: (lesson.part, lesson.number))
+
+
+def find_lesson(key: str, root: Path | None = None) -> Lesson:
+    """By id ('1.01' or '1.1'), by slug ('tensors') or by file name."""
+    lessons = list_lessons(root)
+    for lesson in lessons:
+        part, _, number = key.partition(".")
+        if number.isdigit() and part.isdigit() and \
+                (int(part), int(number)) == (lesson.part, lesson.number):
+            return lesson
+        if key in (lesson.slug, lesson.path.name, lesson.path.stem):
+            return lesson
+    raise UnknownName(f"no lesson {key!r}; `dlcamp lessons list` shows them "
+                      f"({', '.join(lesson.id for lesson in lessons)})")
+
+
+def run_lesson(lesson: Lesson, quick: bool = True, timeout: float | None = None
+               ) -> subprocess.CompletedProcess:
+    """Run a lesson as a plain script, headless, in its own folder; output goes to the terminal."""
+    env = {**os.environ, "MPLBACKEND": "Agg", "DLCAMP_QUIET": os.environ.get("DLCAMP_QUIET", "1")}
+    if quick:
+        env["DLCAMP_QUICK"] = "1"
+    return subprocess.run([sys.executable, str(lesson.path)], env=env, cwd=lesson.path.parent,
+                          timeout=timeout)
+
+
+def export_lesson(lesson: Lesson, out_dir: Path) -> Path:
+    """Write the lesson as a Jupyter notebook (outputs empty) into out_dir/<part>/."""
+    import jupytext
+
+    target = out_dir / f"part{lesson.part}" / f"{lesson.path.stem}.ipynb"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    notebook = jupytext.read(lesson.path)
+    notebook.metadata.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3",
+                                                "language": "python"})
+    jupytext.write(notebook, target)
+    return target

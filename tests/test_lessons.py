@@ -1,0 +1,63 @@
+"""Every lesson runs in quick mode: as a script, and as a notebook through a real Jupyter kernel."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from dlcamp.errors import UnknownName
+from dlcamp.lessons import export_lesson, find_lesson, list_lessons
+
+LESSONS = list_lessons()
+QUICK_ENV = {**os.environ, "DLCAMP_QUICK": "1", "MPLBACKEND": "Agg", "DLCAMP_QUIET": "1"}
+
+
+def test_lessons_are_found_in_order_with_metadata():
+    assert LESSONS, "no lessons found under lessons/"
+    ids = [lesson.id for lesson in LESSONS]
+    assert ids == sorted(ids) and ids[0] == "1.01"
+    for lesson in LESSONS:
+        assert lesson.title != lesson.slug and lesson.title_en, f"{lesson.path}: no title"
+        assert 0 < lesson.minutes_quick <= lesson.minutes_full
+
+
+def test_find_lesson_by_id_slug_and_name():
+    first = LESSONS[0]
+    for key in ("1.01", "1.1", first.slug, first.path.name):
+        assert find_lesson(key) == first
+    with pytest.raises(UnknownName, match="dlcamp lessons list"):
+        find_lesson("9.99")
+
+
+@pytest.mark.parametrize("lesson", LESSONS, ids=[lesson.id for lesson in LESSONS])
+def test_lesson_runs_as_a_script(lesson):
+    result = subprocess.run([sys.executable, str(lesson.path)], env=QUICK_ENV,
+                            cwd=lesson.path.parent, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+@pytest.mark.parametrize("lesson", LESSONS, ids=[lesson.id for lesson in LESSONS])
+def test_lesson_runs_as_a_notebook(lesson, tmp_path, monkeypatch):
+    import nbclient
+    import nbformat
+
+    for key, value in QUICK_ENV.items():
+        monkeypatch.setenv(key, value)
+    path = export_lesson(lesson, tmp_path)
+    notebook = nbformat.read(path, as_version=4)
+    nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
+                            resources={"metadata": {"path": str(lesson.path.parent)}}).execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+
+
+def test_cli_lists_and_runs_a_lesson():
+    out = subprocess.run([sys.executable, "-m", "dlcamp", "lessons", "list"], capture_output=True,
+                         text=True, env=QUICK_ENV, check=True).stdout
+    assert "1.01" in out and "张量" in out
+    result = subprocess.run([sys.executable, "-m", "dlcamp", "lessons", "run", "1.01", "--quick"],
+                            capture_output=True, text=True, env=QUICK_ENV)
+    assert result.returncode == 0 and "lesson 1.01 done" in result.stdout
