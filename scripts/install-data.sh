@@ -1,7 +1,29 @@
 #!/usr/bin/env bash
 # Get Fashion-MNIST without the internet at run time: Debian's dataset-fashion-mnist package.
 # Does nothing when the files are already somewhere dlcamp looks (DLCAMP_DATA, cache, system).
+# Also installs, optionally, a small Chinese font (fonts-wqy-microhei) for plot labels.
 set -euo pipefail
+if [ "$(id -u)" = 0 ]; then sudo=""; elif command -v sudo >/dev/null 2>&1; then sudo="sudo"; else sudo="none"; fi
+apt_install() {  # apt_install PACKAGE: try the local package lists first, update them if needed
+  $sudo apt-get install -y -q "$1" >/dev/null 2>&1 && return 0
+  $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q "$1" >/dev/null
+}
+cjk_font_present() {
+  if command -v fc-list >/dev/null 2>&1; then
+    [ -n "$(fc-list :lang=zh family 2>/dev/null)" ] && return 0
+  fi
+  ls /usr/share/fonts/*/wqy/* /usr/share/fonts/*/noto-cjk/* /usr/share/fonts/*/noto/*CJK* \
+     /usr/share/fonts/*/droid/DroidSansFallback* >/dev/null 2>&1
+}
+# Optional: Chinese plot titles (dlcamp.plot) need a CJK font. Never fatal.
+if cjk_font_present; then
+  echo "CJK font: present"
+elif command -v apt-get >/dev/null 2>&1 && { [ -z "$sudo" ] || sudo -n true 2>/dev/null; }; then
+  echo "CJK font: installing the Debian package fonts-wqy-microhei (optional)"
+  apt_install fonts-wqy-microhei || echo "CJK font: not installed; plots show Chinese labels as boxes" >&2
+else
+  echo "CJK font: none (optional: sudo apt-get install fonts-wqy-microhei)" >&2
+fi
 sys_dir=/usr/share/datasets/fashion-mnist
 present() {
   for d in "${DLCAMP_DATA:-/nonexistent}/fashion-mnist" "${DLCAMP_DATA:-/nonexistent}" \
@@ -14,16 +36,10 @@ if present; then
   echo "Fashion-MNIST: present"
   exit 0
 fi
-if command -v apt-get >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ]; then sudo=""; elif command -v sudo >/dev/null 2>&1; then sudo="sudo"; else sudo="none"; fi
-  if [ "$sudo" != none ]; then
-    echo "Fashion-MNIST: installing the Debian package dataset-fashion-mnist"
-    if ! $sudo apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1; then
-      $sudo apt-get update -q >/dev/null
-      $sudo apt-get install -y -q dataset-fashion-mnist >/dev/null
-    fi
-    present && exit 0
-  fi
+if command -v apt-get >/dev/null 2>&1 && [ "$sudo" != none ]; then
+  echo "Fashion-MNIST: installing the Debian package dataset-fashion-mnist"
+  apt_install dataset-fashion-mnist || true  # fall through to the message below
+  present && exit 0
 fi
 cat >&2 <<'MSG'
 Fashion-MNIST is missing and could not be installed here. Any one of these fixes it:
