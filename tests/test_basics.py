@@ -137,3 +137,27 @@ def test_evaluate_accuracy_records_no_graph():
 
     evaluate_accuracy(net, [(X, y)])
     assert seen == [False]
+
+
+def test_train_scratch_learns_and_records_history():
+    from dlcamp.basics import train_scratch
+
+    torch.manual_seed(0)
+    X = torch.randn(400, 5)
+    y = (X[:, 0] + X[:, 1] > 0).long()  # a linearly separable 2-class problem
+    W = torch.zeros(5, 2, requires_grad=True)
+    b = torch.zeros(2, requires_grad=True)
+
+    def net(X):
+        return X @ W + b
+
+    def loss(y_hat, y):
+        return torch.nn.functional.cross_entropy(y_hat, y, reduction="none")
+
+    batches = list(minibatches(X, y, batch_size=50))
+    history = train_scratch(net, [W, b], loss, batches, batches, epochs=5, lr=1.0,
+                            log=lambda s: None)
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert history[-1]["val_acc"] > 0.95
+    assert W.grad is not None and float(W.grad.abs().sum()) == 0.0  # zeroed by sgd_

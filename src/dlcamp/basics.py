@@ -104,3 +104,34 @@ def evaluate_accuracy(net: Callable[[Tensor], Tensor],
     if was_training:
         net.train()
     return correct / max(total, 1)
+
+
+def train_scratch(net: Callable[[Tensor], Tensor], params: list[Tensor],
+                  loss: Callable[[Tensor, Tensor], Tensor], train_loader, test_loader,
+                  epochs: int, lr: float, log: Callable[[str], object] = print
+                  ) -> list[dict[str, float]]:
+    """The hand-written training loop of the from-scratch lessons, written once.
+
+    Each step: forward, back-propagate the *sum* of the per-example losses, `sgd_` (which
+    divides by the batch size and zeroes the gradients). Returns one record per epoch with
+    train_loss, train_acc and val_acc (the keys dlcamp's curve plots understand).
+    """
+    history = []
+    for epoch in range(epochs):
+        if hasattr(train_loader, "set_epoch"):
+            train_loader.set_epoch(epoch)  # a different shuffle each epoch
+        loss_sum, correct, n = 0.0, 0, 0
+        for X, y in train_loader:
+            y_hat = net(X)     # (B, C)
+            l = loss(y_hat, y)  # (B,) one loss per example
+            l.sum().backward()
+            sgd_(params, lr, batch_size=len(y))
+            loss_sum += float(l.detach().sum())
+            correct += count_correct(y_hat.detach(), y)
+            n += len(y)
+        record = {"epoch": epoch + 1, "train_loss": loss_sum / n, "train_acc": correct / n,
+                  "val_acc": evaluate_accuracy(net, test_loader)}
+        history.append(record)
+        log(f"epoch {epoch + 1}: loss {record['train_loss']:.4f}, "
+            f"train acc {record['train_acc']:.3f}, test acc {record['val_acc']:.3f}")
+    return history

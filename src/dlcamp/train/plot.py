@@ -22,9 +22,13 @@ def in_notebook() -> bool:
     return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
 
 
-def curves_figure(history: list[dict[str, float]], title: str = "") -> Figure:
-    """Losses on the left, accuracy-like metrics on the right, against the epoch."""
-    fig = Figure(figsize=(9, 3.4), dpi=100)
+def curves_figure(history: list[dict[str, float]], title: str = "",
+                  fig: Figure | None = None) -> Figure:
+    """Losses on the left, accuracy-like metrics on the right, against the epoch.
+
+    Pass `fig=plt.figure()` in a lesson to have pyplot show it; by default a bare Figure.
+    """
+    fig = fig if fig is not None else Figure(figsize=(9, 3.4), dpi=100)
     ax_loss, ax_metric = fig.subplots(1, 2)
     epochs = [r["epoch"] for r in history]
     keys = list(dict.fromkeys(k for r in history for k in r))
