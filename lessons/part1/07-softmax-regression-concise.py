@@ -36,7 +36,7 @@ from torch import nn
 
 from dlcamp.data.loader import make_loaders
 from dlcamp.models import create_model
-from dlcamp.train import PlotCurves, ProgressBar, TrainConfig, Trainer
+from dlcamp.train import EpochLog, PlotCurves, ProgressBar, TrainConfig, Trainer
 from dlcamp.utils import is_quick
 
 QUICK = is_quick()
@@ -126,11 +126,8 @@ assert torch.allclose(fused_loss, nn.NLLLoss(reduction="none")(log_probs, labels
 
 # %%
 config = TrainConfig(epochs=NUM_EPOCHS, lr=0.1, momentum=0.0, device="cpu")
-trainer = Trainer(net, config, callbacks=[ProgressBar(), PlotCurves()])
-history = trainer.fit(loaders.train, loaders.test)
-for r in history:
-    print(f"epoch {r['epoch']}: loss {r['train_loss']:.4f}, train acc {r['train_acc']:.3f}, "
-          f"test acc {r['val_acc']:.3f}, {r['epoch_seconds']:.2f} s")
+trainer = Trainer(net, config, callbacks=[ProgressBar(), EpochLog(), PlotCurves()])
+history = trainer.fit(loaders.train, loaders.test)  # EpochLog prints one line per epoch
 
 # %% [markdown]
 # 结果和上一讲手写的版本相当：同一个模型、同一个损失、同一种优化算法，只是每个部件都换成了现成的。

@@ -31,7 +31,7 @@ from torch import nn
 
 from dlcamp.data.loader import make_loaders
 from dlcamp.models import count_parameters, create_model
-from dlcamp.train import PlotCurves, ProgressBar, TrainConfig, Trainer
+from dlcamp.train import EpochLog, PlotCurves, ProgressBar, TrainConfig, Trainer
 from dlcamp.utils import is_quick
 
 QUICK = is_quick()
@@ -62,11 +62,8 @@ print(X.shape, "->", net(X).shape)  # (B, 1, 28, 28) -> (B, 10)
 
 # %%
 config = TrainConfig(epochs=NUM_EPOCHS, lr=0.1, momentum=0.0, device="cpu")
-trainer = Trainer(net, config, callbacks=[ProgressBar(), PlotCurves(title="MLP, concise")])
-history = trainer.fit(loaders.train, loaders.test)
-for r in history:
-    print(f"epoch {r['epoch']}: loss {r['train_loss']:.4f}, test acc {r['val_acc']:.3f}, "
-          f"{r['examples_per_s']:,.0f} examples/s")
+callbacks = [ProgressBar(), EpochLog(), PlotCurves(title="MLP, concise")]
+history = Trainer(net, config, callbacks=callbacks).fit(loaders.train, loaders.test)
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## 小结与自测
