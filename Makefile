@@ -36,6 +36,7 @@ lab: setup
 
 bench: setup
 	$(BIN)/python bench/run_all.py
+	$(BIN)/python bench/lessons.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
