@@ -161,3 +161,17 @@ def test_train_scratch_learns_and_records_history():
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert history[-1]["val_acc"] > 0.95
     assert W.grad is not None and float(W.grad.abs().sum()) == 0.0  # zeroed by sgd_
+
+
+def test_polynomial_features_are_scaled_powers():
+    import math
+
+    from dlcamp.basics import polynomial_features
+
+    x = torch.tensor([-2.0, 0.0, 0.5, 3.0])
+    F = polynomial_features(x, degree=6)
+    assert F.shape == (4, 6)
+    assert torch.equal(F[:, 0], torch.ones(4))  # the constant column stands in for a bias
+    for i in range(6):
+        assert torch.allclose(F[:, i], x**i / math.factorial(i), rtol=1e-5)
+    assert polynomial_features(x.reshape(-1, 1), degree=3).shape == (4, 3)

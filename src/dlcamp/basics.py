@@ -135,3 +135,16 @@ def train_scratch(net: Callable[[Tensor], Tensor], params: list[Tensor],
         log(f"epoch {epoch + 1}: loss {record['train_loss']:.4f}, "
             f"train acc {record['train_acc']:.3f}, test acc {record['val_acc']:.3f}")
     return history
+
+
+def polynomial_features(x: Tensor, degree: int) -> Tensor:
+    """Scaled powers x**i / i! for i = 0 .. degree-1, one column each (lesson 1.10).
+
+    Dividing by i! keeps the high powers from exploding (x**19 alone can reach 1e9 for
+    |x| near 3), so every column stays on a scale gradient descent can handle.
+    Column 0 is all ones: it plays the role of the bias. x of shape (n,) or (n, 1).
+    """
+    x = torch.as_tensor(x, dtype=torch.float32).reshape(-1, 1)  # (n, 1)
+    powers = torch.arange(degree, dtype=torch.float32)  # (degree,)
+    factorials = torch.exp(torch.lgamma(powers + 1))  # (degree,) i!
+    return x ** powers / factorials  # (n, degree)
