@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.dlcamp-installed
-EXTRAS ?= data,lessons,test
+EXTRAS ?= data,lessons,lab,test
 DEMO_ARGS ?=
 
 .PHONY: setup data demo test lint bench lab clean
@@ -32,7 +32,7 @@ lint: setup
 lab: setup
 	$(BIN)/python -m pip install -q -e '.[lab]'
 	$(BIN)/dlcamp lessons export --out notebooks
-	$(BIN)/jupyter lab --ip 127.0.0.1 notebooks
+	$(BIN)/jupyter lab --ip 127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root) notebooks
 
 bench: setup
 	$(BIN)/python bench/run_all.py

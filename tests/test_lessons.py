@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from dlcamp.errors import UnknownName
-from dlcamp.lessons import export_lesson, find_lesson, list_lessons
+from dlcamp.lessons import execute_notebook, export_lesson, find_lesson, list_lessons
 
 LESSONS = list_lessons()
 QUICK_ENV = {**os.environ, "DLCAMP_QUICK": "1", "MPLBACKEND": "Agg", "DLCAMP_QUIET": "1"}
@@ -40,16 +40,12 @@ def test_lesson_runs_as_a_script(lesson):
 
 
 @pytest.mark.parametrize("lesson", LESSONS, ids=[lesson.id for lesson in LESSONS])
-def test_lesson_runs_as_a_notebook(lesson, tmp_path, monkeypatch):
-    import nbclient
+def test_lesson_runs_as_a_notebook(lesson, tmp_path):
+    """Exported to .ipynb and run through a real kernel, with figures inline as in JupyterLab."""
     import nbformat
 
-    for key, value in QUICK_ENV.items():
-        monkeypatch.setenv(key, value)
     path = export_lesson(lesson, tmp_path)
-    notebook = nbformat.read(path, as_version=4)
-    nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
-                            resources={"metadata": {"path": str(lesson.path.parent)}}).execute()
+    notebook = execute_notebook(nbformat.read(path, as_version=4), lesson.path.parent, quick=True)
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
 

@@ -87,7 +87,13 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _lessons(args: argparse.Namespace) -> int:
-    from dlcamp.lessons import export_lesson, find_lesson, list_lessons, run_lesson
+    from dlcamp.lessons import (
+        export_lesson,
+        find_lesson,
+        list_lessons,
+        run_lesson,
+        write_slides_index,
+    )
 
     if args.action == "list":
         print(f"{'id':<6} {'quick':>6} {'full':>6}  title")
@@ -99,11 +105,12 @@ def _lessons(args: argparse.Namespace) -> int:
         if not args.lesson:
             raise UnknownName("which lesson? e.g. `dlcamp lessons run 1.01 --quick`")
         return run_lesson(find_lesson(args.lesson), quick=args.quick or is_quick()).returncode
-    if args.to != "ipynb":
-        raise UnknownName(f"cannot export to {args.to!r} yet; use --to ipynb")
     lessons = [find_lesson(args.lesson)] if args.lesson else list_lessons()
+    out = Path(args.out or ("slides" if args.to == "slides" else "notebooks"))
     for lesson in lessons:
-        print(export_lesson(lesson, Path(args.out)))
+        print(export_lesson(lesson, out, to=args.to, execute=args.execute, quick=not args.full))
+    if args.to == "slides":
+        print(write_slides_index(out))
     return 0
 
 
@@ -170,8 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
     les.add_argument("action", choices=["list", "run", "export"])
     les.add_argument("lesson", nargs="?", help="id (1.01), slug (tensors) or file name")
     les.add_argument("--quick", action="store_true", help="run in quick mode (DLCAMP_QUICK=1)")
-    les.add_argument("--to", default="ipynb", help="export format (ipynb)")
-    les.add_argument("--out", default="notebooks", help="export folder (default notebooks/)")
+    les.add_argument("--to", default="ipynb", choices=["ipynb", "slides"],
+                     help="export: Jupyter notebooks, or reveal.js slides (one offline HTML each)")
+    les.add_argument("--out", help="export folder (default notebooks/ or slides/)")
+    les.add_argument("--execute", action="store_true",
+                     help="export: run the cells first (quick mode) so outputs and figures show")
+    les.add_argument("--full", action="store_true", help="with --execute: run in full mode")
     les.set_defaults(func=_lessons)
 
     doc = sub.add_parser("doctor", help="check Python, torch, device and datasets")

@@ -11,7 +11,8 @@ Each lesson file is the source of truth. Its header carries dlcamp metadata:
     # ---
 
 `dlcamp lessons list|run|export` find, run (as scripts, quick mode with --quick) and export
-them (to .ipynb for Jupyter). Slide boundaries are cell metadata (slideshow.slide_type).
+them (to .ipynb for Jupyter, or to reveal.js slides that open offline: dlcamp.slides). Slide
+boundaries are cell metadata (slideshow.slide_type).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from dlcamp.errors import UnknownName
+from dlcamp.data.files import atomic_write_bytes
+from dlcamp.errors import BadArgument, UnknownName
 
 LESSON_FILE = re.compile(r"^(\d\d)-([a-z0-9-]+)\.py$")
 PART_DIR = re.compile(r"^part(\d+)$")
@@ -101,14 +103,84 @@ def run_lesson(lesson: Lesson, quick: bool = True, timeout: float | None = None
                           timeout=timeout)
 
 
-def export_lesson(lesson: Lesson, out_dir: Path) -> Path:
-    """Write the lesson as a Jupyter notebook (outputs empty) into out_dir/<part>/."""
+EXPORT_FORMATS = ("ipynb", "slides")
+
+
+def read_notebook(lesson: Lesson):
+    """The lesson as a standalone nbformat notebook (outputs empty), python3 kernelspec."""
     import jupytext
 
-    target = out_dir / f"part{lesson.part}" / f"{lesson.path.stem}.ipynb"
-    target.parent.mkdir(parents=True, exist_ok=True)
     notebook = jupytext.read(lesson.path)
+    # The export is a standalone copy: jupytext's pairing ("formats: py:percent") would make
+    # JupyterLab's jupytext extension refuse to open the .ipynb (a 500 on /api/contents).
+    notebook.metadata.pop("jupytext", None)
     notebook.metadata.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3",
                                                 "language": "python"})
-    jupytext.write(notebook, target)
+    return notebook
+
+
+def execute_notebook(notebook, cwd: Path, quick: bool = True, timeout: float = 300,
+                     env: dict[str, str] | None = None):
+    """Run every cell through a real Jupyter kernel (in `cwd`), in place; returns the notebook.
+
+    The kernel gets DLCAMP_QUICK=1 in quick mode and no progress bars; figures come back
+    inline as they do in JupyterLab. A failing cell raises nbclient's CellExecutionError.
+    """
+    import nbclient
+
+    kernel_env = {**os.environ, "DLCAMP_QUIET": "1", **(env or {})}
+    kernel_env.pop("MPLBACKEND", None)
+    if quick:
+        kernel_env["DLCAMP_QUICK"] = "1"
+    else:
+        kernel_env.pop("DLCAMP_QUICK", None)
+    client = nbclient.NotebookClient(notebook, timeout=timeout, kernel_name="python3",
+                                     resources={"metadata": {"path": str(cwd)}})
+    client.execute(env=kernel_env)
+    return notebook
+
+
+def export_lesson(lesson: Lesson, out_dir: Path, to: str = "ipynb", execute: bool = False,
+                  quick: bool = True) -> Path:
+    """Write the lesson into out_dir/part<N>/: a notebook (.ipynb) or slides (.slides.html).
+
+    With `execute`, the cells run first (quick mode unless quick=False), so the notebook or the
+    slides carry their outputs and figures.
+    """
+    if to not in EXPORT_FORMATS:
+        raise UnknownName(f"cannot export to {to!r}; choose {' or '.join(EXPORT_FORMATS)}")
+    notebook = read_notebook(lesson)
+    if execute:
+        execute_notebook(notebook, lesson.path.parent, quick=quick)
+    suffix = ".ipynb" if to == "ipynb" else ".slides.html"
+    target = out_dir / f"part{lesson.part}" / f"{lesson.path.stem}{suffix}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if to == "ipynb":
+        import nbformat
+
+        data = nbformat.writes(notebook).encode("utf-8")
+    else:
+        from dlcamp.slides import slides_html
+
+        tag = f"dlcamp {lesson.id} · {lesson.title_en}"
+        try:
+            page = slides_html(notebook.cells, f"{lesson.id} {lesson.title}", tag)
+        except BadArgument as e:
+            raise BadArgument(f"{lesson.path.name}: {e}") from e
+        data = page.encode("utf-8")
+    atomic_write_bytes(target, data)
+    return target
+
+
+def write_slides_index(out_dir: Path) -> Path:
+    """out_dir/index.html linking every slide deck exported there so far, in lesson order."""
+    from dlcamp.slides import index_html
+
+    entries = []
+    for lesson in list_lessons():
+        path = out_dir / f"part{lesson.part}" / f"{lesson.path.stem}.slides.html"
+        if path.exists():
+            entries.append((path.relative_to(out_dir).as_posix(), f"{lesson.id}  {lesson.title}"))
+    target = out_dir / "index.html"
+    atomic_write_bytes(target, index_html(entries).encode("utf-8"))
     return target
