@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import gzip
 import http.server
+import os
 import shutil
 import threading
 
@@ -233,3 +234,13 @@ def test_fetch_rejects_corrupt_download_and_saves_nothing(mirror, isolated_data)
 def test_fetch_offline_gives_offline_alternatives(isolated_data):
     with pytest.raises(DlcampError, match="apt-get install dataset-fashion-mnist"):
         fetch_fashion_mnist(base_url="http://127.0.0.1:9/", timeout=2, log=lambda s: None)
+
+
+def test_atomic_write_gives_the_usual_file_mode(tmp_path):
+    old = os.umask(0o022)
+    try:
+        target = tmp_path / "page.html"
+        atomic_write_bytes(target, b"<p>hi</p>")
+    finally:
+        os.umask(old)
+    assert target.stat().st_mode & 0o777 == 0o644  # mkstemp alone would leave 0600
