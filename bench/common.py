@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import itertools
 import json
+import re
 import shlex
 import sys
 import time
@@ -17,8 +18,8 @@ import torch
 
 from dlcamp.data import make_loaders
 from dlcamp.models import create_model
-from dlcamp.train import TrainConfig, Trainer
-from dlcamp.train.run import parse_augment
+from dlcamp.train import RunConfig, TrainConfig, Trainer
+from dlcamp.train.run import build, parse_augment
 from machine import describe
 
 
@@ -84,6 +85,16 @@ def time_dlcamp(model_name: str, cfg: TrainConfig, batch_size: int = 256, augmen
             "train_loss": history[-1]["train_loss"], "train_acc": history[-1]["train_acc"]}
 
 
+def fit_run(cfg: RunConfig, batches: int | None = None, evaluate: bool = True) -> Trainer:
+    """Train a run config the way `dlcamp train` builds it (`dlcamp.train.run.build`), but
+    writing no files and printing nothing; returns the trained Trainer (`history`,
+    `train_seconds`). `batches` trains only the first batches of each epoch (a warm-up).
+    """
+    trainer, loaders, _ = build(cfg, None, progress=False, log=lambda _: None)
+    trainer.fit(Take(loaders.train, batches), loaders.test if evaluate else None)
+    return trainer
+
+
 def markdown_table(rows: Iterable[dict[str, Any]], columns: list[tuple[str, str, str]]) -> str:
     """Rows as a Markdown table; columns are (header, key, format spec), '' meaning str()."""
     lines = ["| " + " | ".join(h for h, _, _ in columns) + " |",
@@ -95,6 +106,21 @@ def markdown_table(rows: Iterable[dict[str, Any]], columns: list[tuple[str, str,
             cells.append("–" if value is None else format(value, fmt) if fmt else str(value))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def replace_section(path: Path, name: str, text: str) -> None:
+    """Put `text` between `<!-- begin NAME -->` and `<!-- end NAME -->` in the Markdown file
+    `path` (so that a re-run replaces what the last run wrote); markers missing: append them.
+    """
+    begin, end = f"<!-- begin {name} -->", f"<!-- end {name} -->"
+    block = f"{begin}\n{text.strip()}\n{end}"
+    page = path.read_text() if path.exists() else ""
+    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
+    if pattern.search(page):
+        page = pattern.sub(lambda _: block, page, count=1)
+    else:
+        page = page.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(page)
 
 
 def command_line() -> str:
