@@ -18,11 +18,15 @@ def test_every_model_classifies_a_batch(name):
     assert model.dlcamp_spec == {"name": name, "kwargs": {}}
 
 
+RUN_KEYS = ("batch_size", "augment", "patience", "model_kwargs", "resize")
+
+
 @pytest.mark.parametrize("name", list_models())
 def test_every_recipe_is_a_valid_config(name):
     recipe = model_recipe(name)
-    train_only = {k: v for k, v in recipe.items() if k not in ("batch_size", "augment")}
+    train_only = {k: v for k, v in recipe.items() if k not in RUN_KEYS}
     TrainConfig(**train_only)  # unknown keys would raise TypeError
+    create_model(name, **recipe.get("model_kwargs", {}))  # the recipe's model builds
 
 
 @pytest.mark.parametrize("name,params", [

@@ -1,14 +1,25 @@
 """The model zoo. Importing this package registers every model family."""
 
-from dlcamp.models import basic, cnn, lenet  # noqa: F401  (registration side effect)
+from dlcamp.models import (  # noqa: F401  (registration side effect)
+    alexnet,
+    basic,
+    cnn,
+    densenet,
+    googlenet,
+    lenet,
+    nin,
+    resnet,
+    vgg,
+)
+from dlcamp.models.book import book_config, book_models
 from dlcamp.models.registry import (
-                                    count_parameters,
-                                    create_model,
-                                    list_models,
-                                    model_recipe,
-                                    model_summary,
-                                    register_model,
+    count_parameters,
+    create_model,
+    list_models,
+    model_recipe,
+    model_summary,
+    register_model,
 )
 
-__all__ = ["count_parameters", "create_model", "list_models", "model_recipe", "model_summary",
-           "register_model"]
+__all__ = ["book_config", "book_models", "count_parameters", "create_model", "list_models",
+           "model_recipe", "model_summary", "register_model"]

@@ -1,9 +1,10 @@
-"""LeNet-5 (LeCun et al., 1998) as the book teaches it, and a modern variant."""
+"""LeNet-5 (LeCun et al., 1998) as the book teaches it, with batch norm, and a modern variant."""
 
 from __future__ import annotations
 
 from torch import nn
 
+from dlcamp.models.blocks import BatchNormScratch
 from dlcamp.models.registry import register_model
 
 
@@ -50,5 +51,38 @@ def lenet_modern(num_classes: int = 10, in_channels: int = 1, image_size: int = 
         nn.Flatten(),
         nn.Linear(c2 * side * side, 120, bias=False), nn.BatchNorm1d(120), nn.ReLU(),
         nn.Linear(120, 84, bias=False), nn.BatchNorm1d(84), nn.ReLU(),
+        nn.Linear(84, num_classes),
+    )
+
+
+# The book's BN-LeNet (ch. 8.5): plain SGD, lr 1.0, batch 256, 10 epochs; batch norm is what
+# lets sigmoid networks take such a large step.
+@register_model("lenet-bn", recipe=dict(epochs=10, lr=1.0, momentum=0.0, batch_size=256,
+                                        channels_last=True, bf16=True))
+def lenet_bn(num_classes: int = 10, in_channels: int = 1, image_size: int = 28,
+             scratch: bool = False) -> nn.Module:
+    """The book's LeNet with batch norm after every conv and linear layer (sigmoid, avg pool).
+
+    `scratch=True` uses the hand-written BatchNormScratch instead of nn.BatchNorm1d/2d (the
+    book's from-scratch version; same numbers, slower). Unlike LeNet-5, the first convolution
+    has no padding, as in the book: 28 -> 24 -> 12 -> 8 -> 4.
+    """
+    side = ((image_size - 4) // 2 - 4) // 2
+    if side < 1:
+        raise ValueError(f"BN-LeNet needs images of at least 16x16 pixels, got {image_size}")
+
+    def bn(features: int, num_dims: int) -> nn.Module:
+        if scratch:
+            return BatchNormScratch(features, num_dims)
+        return nn.BatchNorm2d(features) if num_dims == 4 else nn.BatchNorm1d(features)
+
+    return nn.Sequential(
+        nn.Conv2d(in_channels, 6, kernel_size=5), bn(6, 4), nn.Sigmoid(),  # (B, 6, 24, 24)
+        nn.AvgPool2d(2),                                                   # (B, 6, 12, 12)
+        nn.Conv2d(6, 16, kernel_size=5), bn(16, 4), nn.Sigmoid(),          # (B, 16, 8, 8)
+        nn.AvgPool2d(2),                                                   # (B, 16, 4, 4)
+        nn.Flatten(),
+        nn.Linear(16 * side * side, 120), bn(120, 2), nn.Sigmoid(),
+        nn.Linear(120, 84), bn(84, 2), nn.Sigmoid(),
         nn.Linear(84, num_classes),
     )
