@@ -34,7 +34,7 @@ def evaluate_checkpoint(path: Path | str, dataset: str | None = None, split: str
                                   "compile": False})
     trainer = Trainer(model, cfg)
     loader = TensorLoader(data, batch_size, device=pick_device(device),
-                          channels_last=cfg.channels_last)
+                          channels_last=cfg.channels_last, resize=data_meta.get("resize", 0))
     metrics = trainer.evaluate(loader)
     return {"model": ckpt["model"]["name"], "dataset": name, "split": split,
             "examples": len(data), **metrics, "trained_epochs": ckpt["trainer"]["epoch"]}

@@ -1,8 +1,9 @@
 """A loader for datasets that fit in memory: no workers, no per-sample Python.
 
 The whole split lives on the training device as uint8 (4x smaller than float32). Each batch
-is gathered with one index tensor, then converted, normalised and (optionally) augmented as a
-whole batch. Shuffling is seeded by (seed, epoch), so a resumed run sees the same batches as an
+is gathered with one index tensor, then converted, normalised and (optionally) augmented and
+upsampled (`resize`, for models that expect the book's 96x96 or 224x224 inputs) as a whole
+batch. Shuffling is seeded by (seed, epoch), so a resumed run sees the same batches as an
 uninterrupted one.
 """
 
@@ -24,16 +25,19 @@ class TensorLoader:
 
     def __init__(self, data: ImageSet, batch_size: int = 256, shuffle: bool = False,
                  device: torch.device | str = "cpu", drop_last: bool = False, seed: int = 0,
-                 augment: Augment | None = None, channels_last: bool = False) -> None:
+                 augment: Augment | None = None, channels_last: bool = False,
+                 resize: int = 0) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if resize < 0:
+            raise ValueError(f"resize must be a side length in pixels (0: off), got {resize}")
         self.data = data
         self.device = torch.device(device)
         self.x = data.images.to(self.device)  # (N, C, H, W) uint8
         self.y = data.labels.to(self.device)  # (N,) int64
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.seed, self.epoch, self.augment = seed, 0, augment
-        self.channels_last = channels_last
+        self.channels_last, self.resize = channels_last, resize
         # Normalising x in [0, 255]: (x / 255 - mean) / std == x * scale + shift
         self.scale = 1.0 / (255.0 * data.std)
         self.shift = -data.mean / data.std
@@ -61,6 +65,10 @@ class TensorLoader:
             if self.augment is not None:
                 xb = self.augment(xb, gen)
             xb = xb.mul_(self.scale).add_(self.shift)
+            if self.resize and tuple(xb.shape[-2:]) != (self.resize, self.resize):
+                # Per batch, on the device: the stored split stays small (uint8, original size).
+                xb = F.interpolate(xb, size=(self.resize, self.resize), mode="bilinear",
+                                   align_corners=False, antialias=False)  # (B, C, R, R)
             if self.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             yield xb, yb
@@ -99,14 +107,19 @@ class Loaders:
 
 def make_loaders(dataset: str, batch_size: int = 256, device: torch.device | str = "cpu",
                  quick: bool = False, seed: int = 0, augment: Augment | None = None,
-                 channels_last: bool = False, eval_batch_size: int = 1024) -> Loaders:
-    """Train (shuffled) and test loaders for a named dataset; quick mode keeps small subsets."""
+                 channels_last: bool = False, eval_batch_size: int = 1024,
+                 resize: int = 0) -> Loaders:
+    """Train (shuffled) and test loaders for a named dataset; quick mode keeps small subsets.
+
+    `resize` > 0 upsamples every batch to resize x resize pixels (bilinear) on the device.
+    """
     train, test = load_dataset(dataset, "train"), load_dataset(dataset, "test")
     if quick:
         train, test = train.subset(6000, seed), test.subset(2000, seed)
     return Loaders(
         TensorLoader(train, batch_size, shuffle=True, device=device, seed=seed,
-                     augment=augment, channels_last=channels_last),
-        TensorLoader(test, eval_batch_size, device=device, channels_last=channels_last),
+                     augment=augment, channels_last=channels_last, resize=resize),
+        TensorLoader(test, eval_batch_size, device=device, channels_last=channels_last,
+                     resize=resize),
         train, test,
     )

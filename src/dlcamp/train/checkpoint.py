@@ -5,7 +5,7 @@ A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so i
 
     {"format": "dlcamp-checkpoint", "version": 1,
      "model": {"name": "cnn", "kwargs": {...}},          # create_model(name, **kwargs)
-     "data": {"dataset", "classes", "classes_zh", "mean", "std", "shape"},
+     "data": {"dataset", "classes", "classes_zh", "mean", "std", "shape", "resize"},
      "trainer": Trainer.state_dict(),                     # weights, optimizer, rng, history
      "config": {...}, "metrics": {...}, "versions": {...}}
 """

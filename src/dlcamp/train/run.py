@@ -38,6 +38,7 @@ class RunConfig:
     batch_size: int = 256
     augment: str = "none"       # none | flip | shift | flip+shift (whole-batch, on the device)
     patience: int = 0           # early stopping on the validation metric; 0: off
+    resize: int = 0             # upsample batches to resize x resize on the device; 0: off
     quick: bool = False         # small subsets and at most 2 epochs
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -61,7 +62,7 @@ def make_config(model: str = "cnn", dataset: str = "fashion-mnist", quick: bool 
     settings = {**model_recipe(model), **overrides}
     if quick and "epochs" not in overrides:
         settings["epochs"] = min(settings.get("epochs", 2), 2)
-    run_keys = {"batch_size", "augment", "patience", "model_kwargs"}
+    run_keys = {"batch_size", "augment", "patience", "model_kwargs", "resize"}
     run = {k: settings.pop(k) for k in list(settings) if k in run_keys}
     return RunConfig(model=model, dataset=dataset, quick=quick, train=TrainConfig(**settings),
                      **run)
@@ -98,10 +99,10 @@ def prepare_run_dir(out: Path, force: bool = False) -> Path:
 
 
 def _model_kwargs(cfg: RunConfig, shape: tuple[int, ...], n_classes: int) -> dict[str, Any]:
-    """Fill in input shape and class count from the data, unless given explicitly."""
+    """Fill in input shape (after resizing) and class count from the data, unless given."""
     kwargs = dict(cfg.model_kwargs)
     for arg, value in (("num_classes", n_classes), ("in_channels", shape[0]),
-                       ("image_size", shape[1])):
+                       ("image_size", cfg.resize or shape[1])):
         if model_accepts(cfg.model, arg):
             kwargs.setdefault(arg, value)
     return kwargs
@@ -119,13 +120,13 @@ def build(cfg: RunConfig, out: Path | None, progress: bool = True,
     device = pick_device(cfg.train.device)
     loaders = make_loaders(cfg.dataset, cfg.batch_size, device, quick=cfg.quick,
                            seed=cfg.train.seed, augment=parse_augment(augment),
-                           channels_last=cfg.train.channels_last)
+                           channels_last=cfg.train.channels_last, resize=cfg.resize)
     ds = loaders.train_set
     model = create_model(cfg.model, **_model_kwargs(cfg, ds.shape, len(ds.classes)))
     meta = {
         "model": model.dlcamp_spec,
         "data": {"dataset": cfg.dataset, "classes": ds.classes, "classes_zh": ds.classes_zh,
-                 "mean": ds.mean, "std": ds.std, "shape": list(ds.shape)},
+                 "mean": ds.mean, "std": ds.std, "shape": list(ds.shape), "resize": cfg.resize},
         "config": cfg.to_dict(), "versions": versions(),
     }
     callbacks: list[Any] = [ProgressBar(disable=None if progress else True), EpochLog(log)]
