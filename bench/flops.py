@@ -4,10 +4,11 @@
     python bench/flops.py --quick          # a few batches, small matmuls (smoke run)
 
 Training FLOPs per example are counted by torch.utils.flop_counter.FlopCounterMode over one
-forward and one backward pass (convolutions and matrix products, a multiply-add = 2 FLOPs;
-element-wise work such as activations, pooling, batch norm and the optimizer is not counted,
-so the rate is a lower bound of the work done). The backward pass is about 2x the forward one
-(less for the first convolution, whose input needs no gradient), so training is ~3x forward.
+forward and one backward pass, by dlcamp.compare.training_flops (convolutions and matrix
+products, a multiply-add = 2 FLOPs; element-wise work such as activations, pooling, batch norm
+and the optimizer is not counted, so the rate is a lower bound of the work done). The backward
+pass is about 2x the forward one (less for the first convolution, whose input needs no
+gradient), so training is ~3x forward.
 Examples/s come from dlcamp's loader + Trainer, as in bench/throughput.py. The fraction of
 peak compares with the fp32 matmul peak for fp32 rows and the bf16 peak for bf16 rows.
 """
@@ -17,25 +18,12 @@ from __future__ import annotations
 import dataclasses
 
 import torch
-import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
 
 from common import markdown_table, parser, report, setup, time_dlcamp
+from dlcamp.compare import training_flops
 from dlcamp.models import create_model
 from dlcamp.train import TrainConfig, make_config
 from machine import matmul_peak
-
-
-def count_flops(model_name: str, batch: int = 8) -> dict[str, float]:
-    """Forward and backward FLOPs per example of one training step of `model_name`."""
-    model = create_model(model_name).train()
-    x, y = torch.randn(batch, 1, 28, 28), torch.randint(0, 10, (batch,))
-    with FlopCounterMode(display=False) as forward:
-        loss = F.cross_entropy(model(x), y)
-    with FlopCounterMode(display=False) as backward:
-        loss.backward()
-    fwd, bwd = forward.get_total_flops() / batch, backward.get_total_flops() / batch
-    return {"forward_flops": fwd, "train_flops": fwd + bwd}
 
 
 def rows_to_run() -> list[dict]:
@@ -67,7 +55,7 @@ def main() -> None:
              for dtype in ("float32", "bfloat16")}
     print(f"matmul peak (n={args.matmul_n}): fp32 {peaks['float32']:,.1f} GFLOP/s, "
           f"bf16 {peaks['bfloat16']:,.1f} GFLOP/s", flush=True)
-    counts = {name: count_flops(name) for name in ("lenet", "cnn")}
+    counts = {name: training_flops(create_model(name), (1, 28, 28)) for name in ("lenet", "cnn")}
 
     results = []
     for row in rows_to_run():
