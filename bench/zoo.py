@@ -53,7 +53,8 @@ def run_one(name: str, quick: bool) -> dict[str, Any]:
         "model": name, "kwargs": cfg.model_kwargs, "epochs": len(trainer.history),
         "batch_size": cfg.batch_size, "augment": cfg.augment,
         "recipe": f"{recipe.optimizer} lr {recipe.lr:g}"
-                  + (f" m {recipe.momentum:g}" if recipe.momentum else "")
+                  + (f" m {recipe.momentum:g}" if recipe.momentum and recipe.optimizer == "sgd"
+                     else "")
                   + (f", {recipe.schedule}" if recipe.schedule != "constant" else "")
                   + (", bf16" if recipe.bf16 else ""),
         "test_acc": test["acc"], "train_seconds": trainer.train_seconds,
