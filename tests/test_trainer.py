@@ -98,6 +98,23 @@ def test_time_budget_anneals_the_schedule():
     assert max(lrs) > 0.5 and lrs[-1] < 0.05  # warmed up, then annealed within the budget
 
 
+def test_step_budget_stops_mid_epoch_and_anneals():
+    """max_steps: exactly that many steps, the schedule ending annealed at the last one."""
+    lrs = []
+
+    class RecordLR(Callback):
+        def on_batch_end(self, trainer, i, loss):
+            lrs.append(trainer.optimizer.param_groups[0]["lr"])
+
+    batches = [(torch.randn(16, 8), torch.randint(0, 2, (16,)))] * 7
+    cfg = TrainConfig(epochs=100, lr=1.0, schedule="onecycle", max_steps=30, device="cpu")
+    trainer = Trainer(nn.Linear(8, 2), cfg, callbacks=[RecordLR()])
+    history = trainer.fit(batches)
+    assert trainer.global_step == 30 and len(history) == 5  # 4 whole epochs + 2 steps
+    assert history[-1]["train_examples"] == 2 * 16
+    assert max(lrs) == pytest.approx(1.0, abs=0.05) and lrs[-1] < 0.05
+
+
 def test_checkpoint_round_trip(tmp_path):
     trainer, out = train_run(make_config("lenet-modern", quick=True, epochs=1), tmp_path / "r",
                              **QUIET)

@@ -33,13 +33,13 @@ import inspect
 
 import torch
 
-from dlcamp.compare import count_flops, input_shape_of, shape_table, train_model
+from dlcamp.compare import QUICK_STEPS, count_flops, input_shape_of, shape_table, train_model
 from dlcamp.models import alexnet as alexnet_family
 from dlcamp.models import book_config, count_parameters, create_model, model_recipe
 from dlcamp.train import make_config
 from dlcamp.utils import is_quick
 
-QUICK = is_quick()  # 快速模式：6000 张训练图片、批量 64，只训练 4 秒
+QUICK = is_quick()  # 快速模式：6000 张训练图片、批量 64，只训练 QUICK_STEPS 步
 torch.manual_seed(0)
 
 # %% [markdown] slideshow={"slide_type": "slide"}
@@ -105,10 +105,10 @@ assert book_flops > 20 * cpu_flops
 #
 # `make_config("alexnet")` 取出注册的 CPU 配方：优化器、学习率和它的变化方式、数据增广等，
 # 是为在 CPU 上训练几分钟而调出来的，和书中的设置不同（打印出来的就是全部设置）。
-# 完整模式按配方训练全部训练集；快速模式只用 6000 张图片、批量 64，训练 4 秒。
+# 完整模式按配方训练全部训练集；快速模式只用 6000 张图片、批量 64，训练 `QUICK_STEPS`（60）步（结果与机器快慢无关）。
 
 # %%
-quick = dict(batch_size=64, max_seconds=4) if QUICK else {}
+quick = dict(batch_size=64, max_steps=QUICK_STEPS) if QUICK else {}
 cfg = make_config("alexnet", quick=QUICK, **quick)
 print(cfg)
 trainer, loaders = train_model(cfg)

@@ -35,13 +35,13 @@ import inspect
 import torch
 from torch import nn
 
-from dlcamp.compare import count_flops, layer_shapes, shape_table, train_model
+from dlcamp.compare import QUICK_STEPS, count_flops, layer_shapes, shape_table, train_model
 from dlcamp.models import book_config, count_parameters, create_model, model_recipe
 from dlcamp.models import resnet as resnet_family
 from dlcamp.train import make_config
 from dlcamp.utils import is_quick
 
-QUICK = is_quick()  # 快速模式：6000 张训练图片、批量 64，只训练 5 秒
+QUICK = is_quick()  # 快速模式：6000 张训练图片、批量 64，只训练 QUICK_STEPS 步
 torch.manual_seed(0)
 
 # %% [markdown] slideshow={"slide_type": "slide"}
@@ -134,10 +134,10 @@ assert layer_shapes(cpu_net, (1, 28, 28))[4]["shape"][2:] == (4, 4)
 # ## 训练
 #
 # 有了批量规范化，ResNet 可以用带动量的 SGD 和很大的学习率训练（打印出来的是注册配方的全部设置）。
-# 完整模式按配方训练全部训练集；快速模式只用 6000 张图片、批量 64，训练 5 秒。
+# 完整模式按配方训练全部训练集；快速模式只用 6000 张图片、批量 64，训练 `QUICK_STEPS`（60）步（结果与机器快慢无关）。
 
 # %%
-quick = dict(batch_size=64, max_seconds=5) if QUICK else {}
+quick = dict(batch_size=64, max_steps=QUICK_STEPS) if QUICK else {}
 cfg = make_config("resnet18", quick=QUICK, **quick)
 print(cfg)
 trainer, loaders = train_model(cfg)

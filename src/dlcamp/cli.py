@@ -22,7 +22,7 @@ def _train(args: argparse.Namespace) -> int:
             batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
             schedule=args.schedule, weight_decay=args.weight_decay, bf16=args.bf16,
             augment=args.augment, device=args.device, seed=args.seed, patience=args.patience,
-            max_seconds=args.max_seconds, compile=args.compile)
+            max_seconds=args.max_seconds, max_steps=args.max_steps, compile=args.compile)
         trainer, out = train_run(cfg, args.out, force=args.force, progress=not args.no_progress)
     last = trainer.history[-1] if trainer.history else {}
     metric = f"val_{trainer.task.monitor}"
@@ -146,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int)
     t.add_argument("--patience", type=int, help="early stopping after N epochs without progress")
     t.add_argument("--max-seconds", type=float, help="stop after this much training time")
+    t.add_argument("--max-steps", type=int, help="stop after this many steps (the schedule too)")
     t.add_argument("--quick", action="store_true", help="small data, <= 2 epochs (seconds)")
     t.add_argument("--out", help="run directory (default runs/<model>-<dataset>-<time>)")
     t.add_argument("--force", action="store_true", help="overwrite an existing run directory")

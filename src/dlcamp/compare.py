@@ -43,6 +43,10 @@ def _dummy_input(model: nn.Module, input_shape: Sequence[int], batch: int) -> to
     device = param.device if param is not None else torch.device("cpu")
     return torch.randn(batch, *input_shape, device=device)  # (B, C, H, W)
 
+# Quick-mode lessons train this many steps (batch 64 on the 6,000-image subset): a step budget
+# gives the same result on a fast or a busy machine, where a time budget would not.
+QUICK_STEPS = 60
+
 
 def layer_shapes(model: nn.Module, input_shape: Sequence[int]) -> list[dict[str, Any]]:
     """Run one dummy example through `model` and record each top-level layer's output.

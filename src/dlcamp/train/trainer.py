@@ -37,6 +37,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     max_seconds: float = 0.0      # time budget: the schedule follows it, training stops at it
+    max_steps: int = 0            # step budget (0: off): the schedule ends there, training stops
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
@@ -124,6 +125,8 @@ class Trainer:
     def fit(self, train_loader, val_loader=None) -> list[dict[str, float]]:
         cfg = self.config
         self.total_steps = cfg.epochs * len(train_loader)
+        if cfg.max_steps:
+            self.total_steps = min(self.total_steps, cfg.max_steps)
         self.should_stop = False
         self._emit("on_fit_start")
         for epoch in range(self.epoch, cfg.epochs):
@@ -156,8 +159,8 @@ class Trainer:
         budget = self.config.max_seconds
         for i, batch in enumerate(loader):
             t = self.progress(time.perf_counter() - start if budget else 0.0)
-            if budget and t >= 1.0:  # the time budget is spent: stop in mid-epoch
-                self.should_stop = True
+            if (budget and t >= 1.0) or 0 < self.config.max_steps <= self.global_step:
+                self.should_stop = True  # the time or step budget is spent: stop in mid-epoch
                 break
             batch = tuple(part.to(self.device, non_blocking=True) for part in batch)
             lr = lr_at(t, self.config)
