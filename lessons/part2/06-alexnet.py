@@ -146,7 +146,7 @@ assert book_epoch_hours > 0
 
 # %%
 if QUICK:
-    assert acc >= 0.4, acc  # four seconds: well above chance (0.1)
+    assert acc >= 0.4, acc  # a few dozen steps: well above chance (0.1)
 else:
     assert acc >= BOOK["book_test_acc"], (acc, BOOK["book_test_acc"])
 print(f"lesson 2.06 done: AlexNet test accuracy {acc:.3f}")
