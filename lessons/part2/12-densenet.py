@@ -34,10 +34,14 @@ import inspect
 
 import torch
 
-from dlcamp.compare import QUICK_STEPS, count_flops, layer_shapes, shape_table, train_model
+from dlcamp.compare import (
+    count_flops,
+    layer_shapes,
+    lesson_run,
+    shape_table,
+)
 from dlcamp.models import book_config, count_parameters, create_model, model_recipe
 from dlcamp.models import densenet as densenet_family
-from dlcamp.train import make_config
 from dlcamp.utils import is_quick
 
 QUICK = is_quick()  # 快速模式：6000 张训练图片、批量 64，只训练 QUICK_STEPS 步
@@ -135,12 +139,7 @@ assert layer_shapes(cpu_net, (1, 28, 28))[-1]["shape"] == (1, 10)
 # 完整模式按注册的 CPU 配方训练全部训练集；快速模式只用 6000 张图片、批量 64，训练 `QUICK_STEPS`（60）步（结果与机器快慢无关）。
 
 # %%
-quick = dict(batch_size=64, max_steps=QUICK_STEPS) if QUICK else {}
-cfg = make_config("densenet", quick=QUICK, **quick)
-print(cfg)
-trainer, loaders = train_model(cfg)
-acc = trainer.history[-1]["val_acc"]
-print(f"test accuracy {acc:.3f} after {trainer.train_seconds:.1f} s of training")
+cfg, trainer, loaders, acc = lesson_run("densenet", QUICK)
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## 小结与自测

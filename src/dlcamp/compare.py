@@ -140,6 +140,18 @@ def train_model(cfg: RunConfig, test_every_epoch: bool = True, curves: bool = Tr
     return trainer, loaders
 
 
+
+def lesson_run(name: str, quick: bool, steps: int = QUICK_STEPS
+               ) -> tuple[RunConfig, Trainer, Loaders, float]:
+    """A Part 2 lesson's training run: the registered recipe in full mode; in quick mode batch
+    64 and `steps` steps on the small subset. Prints the config and the test accuracy."""
+    cfg = make_config(name, quick=quick, **(dict(batch_size=64, max_steps=steps) if quick else {}))
+    print(cfg)
+    trainer, loaders = train_model(cfg)
+    acc = trainer.history[-1]["val_acc"]
+    print(f"test accuracy {acc:.3f} after {trainer.train_seconds:.1f} s of training")
+    return cfg, trainer, loaders, acc
+
 # -- equal time for every model ---------------------------------------------------------------
 def compare_models(names: Sequence[str], seconds_each: float, quick: bool = False,
                    dataset: str = "fashion-mnist", log: Callable[[str], Any] = print,
