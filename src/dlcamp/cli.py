@@ -18,7 +18,8 @@ def _train(args: argparse.Namespace) -> int:
         trainer, out = resume_run(args.resume, epochs=args.epochs, progress=not args.no_progress)
     else:
         cfg = make_config(
-            args.model, args.dataset, quick=args.quick or is_quick(), epochs=args.epochs,
+            args.model, args.dataset, quick=args.quick or is_quick(), engine=args.engine,
+            epochs=args.epochs,
             batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
             schedule=args.schedule, weight_decay=args.weight_decay, bf16=args.bf16,
             augment=args.augment, device=args.device, seed=args.seed, patience=args.patience,
@@ -129,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model; writes runs/<name>/")
     t.add_argument("--model", default="cnn", help="a name from `dlcamp models` (default: cnn)")
     t.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist | mnist | digits")
+    t.add_argument("--engine", default="torch", choices=["torch", "scratch"],
+                   help="torch (default), or scratch: dlcamp's NumPy engine (softmax, mlp, "
+                   "lenet, lenet-modern; CPU)")
     t.add_argument("--epochs", type=int)
     t.add_argument("--batch-size", type=int)
     t.add_argument("--lr", type=float)

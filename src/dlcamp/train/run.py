@@ -34,6 +34,7 @@ RUN_FILES = ("config.json", "metrics.csv", "curves.png", "checkpoint.pt")
 class RunConfig:
     model: str = "cnn"
     dataset: str = "fashion-mnist"
+    engine: str = "torch"       # torch | scratch (dlcamp.scratch: NumPy, CPU, a few models)
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     batch_size: int = 256
     augment: str = "none"       # none | flip | shift | flip+shift (whole-batch, on the device)
@@ -53,19 +54,29 @@ class RunConfig:
 
 
 def make_config(model: str = "cnn", dataset: str = "fashion-mnist", quick: bool = False,
-                **overrides: Any) -> RunConfig:
+                engine: str = "torch", **overrides: Any) -> RunConfig:
     """The model's registered recipe, then `overrides` (None values are ignored).
 
     Quick mode trains on small subsets and caps the recipe at 2 epochs (unless `epochs` is given).
+    The scratch engine keeps the recipe's optimiser and schedule; PyTorch-only speed settings
+    (bf16, channels-last, compile) do not apply to it.
     """
+    if engine not in ("torch", "scratch"):
+        raise BadArgument(f"unknown engine {engine!r}; choose torch or scratch")
     overrides = {k: v for k, v in overrides.items() if v is not None}
     settings = {**model_recipe(model), **overrides}
+    if engine == "scratch":
+        for key in ("bf16", "channels_last", "compile"):
+            if overrides.get(key):
+                raise BadArgument(f"--{key.replace('_', '-')} is a PyTorch setting; the scratch "
+                                  "engine computes in float32 NumPy")
+            settings.pop(key, None)
     if quick and "epochs" not in overrides:
         settings["epochs"] = min(settings.get("epochs", 2), 2)
     run_keys = {"batch_size", "augment", "patience", "model_kwargs", "resize"}
     run = {k: settings.pop(k) for k in list(settings) if k in run_keys}
-    return RunConfig(model=model, dataset=dataset, quick=quick, train=TrainConfig(**settings),
-                     **run)
+    return RunConfig(model=model, dataset=dataset, quick=quick, engine=engine,
+                     train=TrainConfig(**settings), **run)
 
 
 def parse_augment(spec: str | bool | None) -> Augment | None:
@@ -117,12 +128,21 @@ def build(cfg: RunConfig, out: Path | None, progress: bool = True,
         # A mirrored 2 is not a 2: a recipe tuned on clothes must not flip digits.
         augment = str(augment).replace("flip", "").strip("+,") or "none"
         log(f"note: no flip augmentation on {cfg.dataset} (mirroring changes its labels)")
-    device = pick_device(cfg.train.device)
+    scratch = cfg.engine == "scratch"
+    device = "cpu" if scratch else pick_device(cfg.train.device)
     loaders = make_loaders(cfg.dataset, cfg.batch_size, device, quick=cfg.quick,
                            seed=cfg.train.seed, augment=parse_augment(augment),
                            channels_last=cfg.train.channels_last, resize=cfg.resize)
     ds = loaders.train_set
-    model = create_model(cfg.model, **_model_kwargs(cfg, ds.shape, len(ds.classes)))
+    kwargs = _model_kwargs(cfg, ds.shape, len(ds.classes))
+    if scratch:
+        from dlcamp.scratch import nn as scratch_nn
+        from dlcamp.scratch.train import ScratchTrainer, create_scratch_model
+
+        scratch_nn.manual_seed(cfg.train.seed)
+        model = create_scratch_model(cfg.model, **kwargs)
+    else:
+        model = create_model(cfg.model, **kwargs)
     meta = {
         "model": model.dlcamp_spec,
         "data": {"dataset": cfg.dataset, "classes": ds.classes, "classes_zh": ds.classes_zh,
@@ -136,7 +156,11 @@ def build(cfg: RunConfig, out: Path | None, progress: bool = True,
                       Checkpoint(out / "checkpoint.pt", meta)]
     if cfg.patience:
         callbacks.append(EarlyStopping(patience=cfg.patience))
-    trainer = Trainer(model, cfg.train, callbacks=callbacks)
+    if scratch:
+        meta["engine"] = "scratch"
+        trainer = ScratchTrainer(model, cfg.train, callbacks=callbacks)
+    else:
+        trainer = Trainer(model, cfg.train, callbacks=callbacks)
     return trainer, loaders, meta
 
 
@@ -150,7 +174,8 @@ def train_run(cfg: RunConfig, out: Path | None = None, force: bool = False,
     out = prepare_run_dir(Path(out) if out else default_out(cfg), force)
     trainer, loaders, _ = build(cfg, out, progress, log)
     write_config(out, cfg)
-    log(f"training {cfg.model} on {cfg.dataset} ({len(loaders.train_set):,} train / "
+    engine = " with the scratch engine (NumPy)" if cfg.engine == "scratch" else ""
+    log(f"training {cfg.model}{engine} on {cfg.dataset} ({len(loaders.train_set):,} train / "
         f"{len(loaders.test_set):,} test) on {trainer.device}; run directory {out}")
     trainer.fit(loaders.train, loaders.test)
     return trainer, out
@@ -169,7 +194,8 @@ def resume_run(run_dir: Path | str, epochs: int | None = None, progress: bool = 
         cfg.train.epochs = epochs
     trainer, loaders, _ = build(cfg, out, progress, log)
     check_same_model(ckpt, trainer.model.dlcamp_spec["name"], trainer.model.dlcamp_spec["kwargs"])
-    load_weights(trainer.model, ckpt["trainer"]["model"], str(out / "checkpoint.pt"))
+    if cfg.engine == "torch":
+        load_weights(trainer.model, ckpt["trainer"]["model"], str(out / "checkpoint.pt"))
     trainer.load_state_dict(ckpt["trainer"])
     write_config(out, cfg)
     log(f"resuming {out} after epoch {trainer.epoch} of {cfg.train.epochs}")

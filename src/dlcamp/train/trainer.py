@@ -118,6 +118,15 @@ class Trainer:
             return by_steps
         return max(by_steps, (self.train_seconds + elapsed) / self.config.max_seconds)
 
+    def next_lr(self, epoch_start: float) -> float | None:
+        """The learning rate of the next step, or None when the time or step budget is spent."""
+        budget = self.config.max_seconds
+        t = self.progress(time.perf_counter() - epoch_start if budget else 0.0)
+        if (budget and t >= 1.0) or 0 < self.config.max_steps <= self.global_step:
+            self.should_stop = True  # stop in mid-epoch
+            return None
+        return lr_at(t, self.config)
+
     def autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.bf16)
 
@@ -156,14 +165,11 @@ class Trainer:
     def _train_epoch(self, loader, start: float) -> tuple[dict[str, float], int]:
         self.model.train()
         sums: dict[str, torch.Tensor] = {}
-        budget = self.config.max_seconds
         for i, batch in enumerate(loader):
-            t = self.progress(time.perf_counter() - start if budget else 0.0)
-            if (budget and t >= 1.0) or 0 < self.config.max_steps <= self.global_step:
-                self.should_stop = True  # the time or step budget is spent: stop in mid-epoch
+            lr = self.next_lr(start)
+            if lr is None:
                 break
             batch = tuple(part.to(self.device, non_blocking=True) for part in batch)
-            lr = lr_at(t, self.config)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             with self.autocast():

@@ -1,0 +1,153 @@
+"""Train scratch networks with dlcamp's Trainer: same loop, schedules, callbacks and run files.
+
+`ScratchTrainer` replaces only what touches the engine: the training step, evaluation and the
+state. Everything else (epochs, time and step budgets, one-cycle schedule, progress bar, CSV,
+curves, checkpoints) is the Trainer's. Checkpoints store the weights under PyTorch's names, so
+`dlcamp evaluate RUN` can rebuild a scratch-trained network in PyTorch and check it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import torch
+
+from dlcamp.errors import BadArgument, UnknownName
+from dlcamp.scratch import nn, optim
+from dlcamp.scratch.tensor import Tensor, cross_entropy, no_grad
+from dlcamp.train.trainer import TrainConfig, Trainer
+
+
+class ClassificationMetrics:
+    """What the Trainer and EarlyStopping need to know about the task."""
+
+    monitor, mode = "acc", "max"
+
+
+def create_scratch_model(name: str, **kwargs: Any) -> nn.Module:
+    """A scratch network by its dlcamp model name; it remembers how it was built."""
+    if name not in nn.MODELS:
+        raise UnknownName(f"the scratch engine builds {', '.join(nn.MODELS)}; not {name!r}. "
+                          "Use --engine torch for the other models.")
+    try:
+        model = nn.MODELS[name](**kwargs)
+    except TypeError as e:
+        raise BadArgument(f"cannot build scratch model {name!r} with {kwargs}: {e}") from e
+    # JSON round trip, as the registry does: tuples become lists, equal after config.json
+    model.dlcamp_spec = {"name": name, "kwargs": json.loads(json.dumps(kwargs))}
+    return model
+
+
+def make_scratch_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                         nesterov=cfg.nesterov and cfg.momentum > 0,
+                         weight_decay=cfg.weight_decay)
+    if cfg.optimizer in ("adam", "adamw"):
+        return optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                          decoupled=cfg.optimizer == "adamw")
+    raise BadArgument(f"unknown optimizer {cfg.optimizer!r}; choose sgd, adam or adamw")
+
+
+def clip_grad_norm(params: list[nn.Parameter], max_norm: float) -> float:
+    """Scale all gradients together so that their global L2 norm is at most `max_norm`."""
+    grads = [p.grad for p in params if p.grad is not None]
+    norm = float(np.sqrt(sum(float((g * g).sum()) for g in grads)))
+    if norm > max_norm:
+        for p in params:
+            if p.grad is not None:
+                p.grad = p.grad * (max_norm / (norm + 1e-6))
+    return norm
+
+
+def to_numpy(x: torch.Tensor) -> np.ndarray:
+    """A CPU torch tensor's memory, seen by NumPy without a copy."""
+    return x.detach().cpu().numpy()
+
+
+class ScratchTrainer(Trainer):
+    """The Trainer with a scratch model and optimiser; data comes from the usual loaders."""
+
+    def __init__(self, model: nn.Module, config: TrainConfig | None = None,
+                 callbacks: Any = ()) -> None:
+        self.config = cfg = config or TrainConfig()
+        if cfg.device not in ("auto", "cpu"):
+            raise BadArgument(f"the scratch engine runs on NumPy, on the CPU; got --device "
+                              f"{cfg.device}")
+        self.device = torch.device("cpu")
+        self.model = model
+        self.task = ClassificationMetrics()
+        self.callbacks = list(callbacks)
+        self.optimizer = make_scratch_optimizer(model.parameters(), cfg)
+        self.epoch = self.global_step = self.total_steps = 0
+        self.train_seconds = 0.0
+        self.history: list[dict[str, float]] = []
+        self.should_stop = False
+        nn.manual_seed(cfg.seed + 1)  # dropout masks; the weights were drawn at construction
+
+    def _train_epoch(self, loader, start: float) -> tuple[dict[str, float], int]:
+        self.model.train()
+        loss_sum, correct, n = 0.0, 0, 0
+        for i, (xb, yb) in enumerate(loader):
+            lr = self.next_lr(start)
+            if lr is None:
+                break
+            self.optimizer.param_groups[0]["lr"] = lr
+            x, y = Tensor(to_numpy(xb)), to_numpy(yb)
+            logits = self.model(x)
+            loss = cross_entropy(logits, y)
+            self.optimizer.zero_grad()
+            loss.backward()
+            if self.config.grad_clip:
+                clip_grad_norm(self.model.parameters(), self.config.grad_clip)
+            self.optimizer.step()
+            loss_sum += loss.item() * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            n += len(y)
+            self.global_step += 1
+            self._emit("on_batch_end", i, loss)
+        if not n:
+            return {}, 0
+        return {"loss": loss_sum / n, "acc": correct / n}, n
+
+    def evaluate(self, loader) -> dict[str, float]:
+        self.model.eval()
+        loss_sum, correct, n = 0.0, 0, 0
+        with no_grad():
+            for xb, yb in loader:
+                y = to_numpy(yb)
+                logits = self.model(Tensor(to_numpy(xb)))
+                loss_sum += cross_entropy(logits, y).item() * len(y)
+                correct += int((logits.argmax(1) == y).sum())
+                n += len(y)
+        return {"loss": loss_sum / max(n, 1), "acc": correct / max(n, 1)}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain tensors, numbers and strings: loads with torch.load(weights_only=True)."""
+        opt = self.optimizer.state_dict()
+        return {
+            "engine": "scratch",
+            "model": {k: torch.from_numpy(np.array(v)) for k, v in self.model.state_dict().items()},
+            "optimizer": {"settings": {k: list(v) if isinstance(v, tuple) else v
+                                       for k, v in opt["settings"].items()},
+                          "state": [{k: torch.from_numpy(np.array(v)) for k, v in s.items()}
+                                    for s in opt["state"]]},
+            "epoch": self.epoch, "global_step": self.global_step,
+            "train_seconds": self.train_seconds, "history": self.history,
+            "rng": {"torch": torch.get_rng_state()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict({k: v.numpy() for k, v in state["model"].items()})
+        opt = state["optimizer"]
+        self.optimizer.load_state_dict({
+            "settings": opt["settings"],
+            "state": [{k: v.numpy() for k, v in s.items()} for s in opt["state"]]})
+        for s in self.optimizer.state:  # the step counter of Adam is a plain number
+            if "t" in s:
+                s["t"] = int(s["t"])
+        self.epoch, self.global_step = state["epoch"], state["global_step"]
+        self.train_seconds, self.history = state["train_seconds"], list(state["history"])
+        torch.set_rng_state(state["rng"]["torch"])
