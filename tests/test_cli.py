@@ -78,6 +78,7 @@ def test_train_then_evaluate_agree(tmp_path):
     (["train", "--resume", "nowhere"], ["not a run directory"]),
     (["evaluate", "nowhere/checkpoint.pt"], ["no checkpoint"]),
     (["train", "--model", "lenet", "--dataset", "digits", "--quick"], ["12x12"]),
+    (["train", "--model", "mlp", "--lr", "-1", "--quick"], ["sgd optimizer", "learning rate"]),
 ])
 def test_bad_input_gives_one_readable_error(args, fragments, tmp_path):
     assert_one_line_error(dlcamp(*args, check=False, cwd=tmp_path), *fragments)

@@ -71,6 +71,7 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: int = 
     """Cross-correlation as nn.Conv2d: x (N, C, H, W), weight (O, C, kH, kW) -> (N, O, OH, OW)."""
     _check_image(x, "conv2d")
     weight = lift(weight)
+    bias = None if bias is None else lift(bias)  # a NumPy bias, like a NumPy weight
     o, c, kh, kw = weight.shape
     if x.shape[1] != c:
         raise ValueError(f"conv2d: the input has {x.shape[1]} channels, the kernel expects {c}")
@@ -78,23 +79,25 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: int = 
     xp = _pad(x.data, padding)
     win = windows(xp, kh, kw, stride)                            # (N, C, OH, OW, kH, kW)
     n, _, oh, ow = win.shape[:4]
-    cols = win.transpose(0, 2, 3, 1, 4, 5).reshape(n * oh * ow, c * kh * kw)  # im2col: a copy
+    # im2col, one column per output pixel: (C*kH*kW, N*OH*OW). This order keeps the copy's
+    # innermost loop running along a row of the image, which is what makes it fast.
+    cols = win.transpose(1, 4, 5, 0, 2, 3).reshape(c * kh * kw, n * oh * ow)
     w2 = weight.data.reshape(o, c * kh * kw)
-    out = cols @ w2.T                                            # (N*OH*OW, O)
+    out = w2 @ cols                                              # (O, N*OH*OW)
     if bias is not None:
-        out += bias.data
-    # (N, OH, OW, O) in memory, seen as (N, O, OH, OW): a transpose is free, no copy
-    result = out.reshape(n, oh, ow, o).transpose(0, 3, 1, 2)
+        out += bias.data[:, None]
+    # (O, N, OH, OW) in memory, seen as (N, O, OH, OW): a transpose is free, no copy
+    result = out.reshape(o, n, oh, ow).transpose(1, 0, 2, 3)
     parents = (x, weight) if bias is None else (x, weight, bias)
 
     def backward(g: np.ndarray) -> None:
-        g2 = g.transpose(0, 2, 3, 1).reshape(n * oh * ow, o)    # back to one row per window
-        weight.accumulate((g2.T @ cols).reshape(weight.shape))
+        g2 = g.transpose(1, 0, 2, 3).reshape(o, n * oh * ow)    # one column per output pixel
+        weight.accumulate((g2 @ cols.T).reshape(weight.shape))
         if bias is not None:
-            bias.accumulate(g2.sum(axis=0))
+            bias.accumulate(g2.sum(axis=1))
         if x.requires_grad:                                     # skipped for the input images
-            gcols = (g2 @ w2).reshape(n, oh, ow, c, kh, kw).transpose(0, 3, 1, 2, 4, 5)
-            x.accumulate(col2im(gcols, xp.shape, stride, padding))
+            gcols = (w2.T @ g2).reshape(c, kh, kw, n, oh, ow)
+            x.accumulate(col2im(gcols.transpose(3, 0, 4, 5, 1, 2), xp.shape, stride, padding))
 
     return Tensor.make(result, parents, "conv2d", backward)
 

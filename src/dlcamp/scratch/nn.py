@@ -32,7 +32,8 @@ class Parameter(Tensor):
     """A tensor that a Module owns and an optimiser updates: it always requires a gradient."""
 
     def __init__(self, data: np.ndarray) -> None:
-        super().__init__(np.ascontiguousarray(data, dtype=np.float32), requires_grad=True)
+        # np.array, not np.ascontiguousarray: that one turns a 0-d array into shape (1,)
+        super().__init__(np.array(data, dtype=np.float32, order="C"), requires_grad=True)
 
 
 class Module:
@@ -93,14 +94,18 @@ class Module:
         if missing or extra:
             raise CheckpointError(f"weights do not fit this network: missing {missing}, "
                                   f"unexpected {extra}")
+        arrays = {}  # check everything first: a refused checkpoint changes nothing
+        for name, current in [*params.items(), *buffers.items()]:
+            # np.asarray first: np.array(torch_tensor, dtype=...) warns (no `copy` in __array__)
+            value = np.array(np.asarray(state[name]), dtype=current.dtype)  # an owned copy
+            if value.shape != current.shape:  # buffers too: a (1,) running_mean broadcasts
+                raise CheckpointError(f"{name}: expected shape {current.shape}, got {value.shape}")
+            arrays[name] = value
         for name, p in params.items():
-            value = np.asarray(state[name], dtype=np.float32)
-            if value.shape != p.shape:
-                raise CheckpointError(f"{name}: expected shape {p.shape}, got {value.shape}")
-            p.data = value.copy()
+            p.data = arrays[name]
         for name in buffers:
             owner, attr = self._owner(name)
-            setattr(owner, attr, np.array(state[name], dtype=getattr(owner, attr).dtype))
+            setattr(owner, attr, arrays[name])
 
     def _owner(self, dotted: str) -> tuple[Module, str]:
         module, *path = self, *dotted.split(".")

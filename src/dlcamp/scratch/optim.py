@@ -62,6 +62,8 @@ class SGD(Optimizer):
                  nesterov: bool = False, weight_decay: float = 0.0) -> None:
         if lr < 0 or momentum < 0 or weight_decay < 0:
             raise ValueError("lr, momentum and weight_decay must not be negative")
+        if nesterov and not momentum:
+            raise ValueError("Nesterov momentum needs momentum > 0")
         super().__init__(params, lr=lr, momentum=momentum, nesterov=nesterov,
                          weight_decay=weight_decay)
 
@@ -92,6 +94,8 @@ class Adam(Optimizer):
                  weight_decay: float = 0.0, decoupled: bool = False) -> None:
         if lr < 0 or not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
             raise ValueError(f"Adam needs lr >= 0 and betas in [0, 1), got {lr}, {betas}")
+        if eps < 0 or weight_decay < 0:
+            raise ValueError("eps and weight_decay must not be negative")
         super().__init__(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                          decoupled=decoupled)
 

@@ -52,8 +52,8 @@ def _as_array(data: ArrayLike, dtype: Any = None) -> np.ndarray:
         data = data.data
     if dtype is not None:
         return np.asarray(data, dtype=dtype)
-    if isinstance(data, np.ndarray):
-        return data
+    if isinstance(data, np.ndarray | np.generic):  # np.float64(..) from a full reduction too
+        return np.asarray(data)
     array = np.asarray(data)
     return array.astype(np.float32) if array.dtype.kind in "biuf" else array
 
@@ -72,6 +72,12 @@ def unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     if stretched:
         grad = grad.sum(axis=stretched, keepdims=True)
     return grad.reshape(shape)
+
+
+def _freed(grad: np.ndarray) -> None:
+    """The backward rule of a node whose graph an earlier backward() freed."""
+    raise RuntimeError("backward() through a graph that an earlier backward() already freed; "
+                       "pass retain_graph=True to the first backward() to go through it twice")
 
 
 class Tensor:
@@ -103,7 +109,13 @@ class Tensor:
         if not self.requires_grad:
             return
         grad = unbroadcast(grad, self.data.shape)
-        self.grad = grad if self.grad is None else self.grad + grad
+        if self.grad is None:
+            # a leaf gets its own writable copy: the incoming array may be a read-only
+            # broadcast view or shared with another input (a + b), and `p.grad *= c` must not
+            # reach either
+            self.grad = grad if self._backward is not None else np.array(grad)
+        else:
+            self.grad = self.grad + grad
 
     def backward(self, grad: ArrayLike | None = None, retain_graph: bool = False) -> None:
         """Fill `.grad` of every leaf this tensor depends on (d self / d leaf)."""
@@ -119,12 +131,16 @@ class Tensor:
         for node in order:  # intermediate gradients from an earlier call must not leak in
             if node._backward is not None:
                 node.grad = None
-        self.grad = np.broadcast_to(_as_array(grad, self.data.dtype), self.shape).copy()
+        seed = np.broadcast_to(_as_array(grad, self.data.dtype), self.shape).copy()
+        if self._backward is None:  # a leaf: its gradient adds up, as for any other leaf
+            self.accumulate(seed)
+            return
+        self.grad = seed
         for node in reversed(order):
             if node._backward is not None and node.grad is not None:
                 node._backward(node.grad)
                 if not retain_graph:  # free the graph as PyTorch does: memory goes back
-                    node._backward, node._parents = None, ()
+                    node._backward, node._parents = _freed, ()
 
     def topological_order(self) -> list[Tensor]:
         """Nodes so that every node comes after all its inputs (iterative depth-first)."""
@@ -169,7 +185,7 @@ class Tensor:
 
     # -- elementwise arithmetic (with broadcasting) ---------------------------------------
     def __add__(self, other: ArrayLike) -> Tensor:
-        other = lift(other)
+        other = lift(other, like=self)
 
         def backward(g: np.ndarray) -> None:
             self.accumulate(g)
@@ -178,7 +194,7 @@ class Tensor:
         return Tensor.make(self.data + other.data, (self, other), "add", backward)
 
     def __mul__(self, other: ArrayLike) -> Tensor:
-        other = lift(other)
+        other = lift(other, like=self)
 
         def backward(g: np.ndarray) -> None:
             self.accumulate(g * other.data)
@@ -187,7 +203,7 @@ class Tensor:
         return Tensor.make(self.data * other.data, (self, other), "mul", backward)
 
     def __truediv__(self, other: ArrayLike) -> Tensor:
-        other = lift(other)
+        other = lift(other, like=self)
 
         def backward(g: np.ndarray) -> None:
             self.accumulate(g / other.data)
@@ -199,7 +215,7 @@ class Tensor:
         return Tensor.make(-self.data, (self,), "neg", lambda g: self.accumulate(-g))
 
     def __sub__(self, other: ArrayLike) -> Tensor:
-        return self + (-lift(other))
+        return self + (-lift(other, like=self))
 
     def __pow__(self, exponent: float) -> Tensor:
         if isinstance(exponent, Tensor):
@@ -215,10 +231,10 @@ class Tensor:
     __rmul__ = __mul__
 
     def __rsub__(self, other: ArrayLike) -> Tensor:
-        return lift(other) - self
+        return lift(other, like=self) - self
 
     def __rtruediv__(self, other: ArrayLike) -> Tensor:
-        return lift(other) / self
+        return lift(other, like=self) / self
 
     # -- matrix product -------------------------------------------------------------------
     def __matmul__(self, other: ArrayLike) -> Tensor:
@@ -289,7 +305,8 @@ class Tensor:
         def backward(g: np.ndarray) -> None:
             g = g if keepdims or axis is None else np.expand_dims(g, axis)
             winners = self.data == out
-            self.accumulate(winners * (g / winners.sum(axis=axis, keepdims=True)))
+            ties = winners.sum(axis=axis, keepdims=True, dtype=self.dtype)  # int would upcast
+            self.accumulate(winners * (g / ties))
 
         value = out if keepdims else (out.reshape(()) if axis is None else out.squeeze(axis))
         return Tensor.make(value, (self,), "max", backward)
@@ -341,9 +358,17 @@ class Tensor:
         return self.data.argmax(axis=axis)
 
 
-def lift(x: ArrayLike) -> Tensor:
-    """Numbers and arrays become constant tensors (no gradient); tensors pass through."""
-    return x if isinstance(x, Tensor) else Tensor(x)
+def lift(x: ArrayLike, like: Tensor | None = None) -> Tensor:
+    """Numbers and arrays become constant tensors (no gradient); tensors pass through.
+
+    With `like`, a Python number takes like's float dtype: `x * 0.1` is exact for float64 x
+    and stays float32 for float32 x.
+    """
+    if isinstance(x, Tensor):
+        return x
+    if like is not None and isinstance(x, int | float) and like.dtype.kind == "f":
+        return Tensor(x, dtype=like.dtype)
+    return Tensor(x)
 
 
 def tensor(data: ArrayLike, requires_grad: bool = False, dtype: Any = None) -> Tensor:

@@ -17,7 +17,7 @@ import torch
 from dlcamp.errors import BadArgument, UnknownName
 from dlcamp.scratch import nn, optim
 from dlcamp.scratch.tensor import Tensor, cross_entropy, no_grad
-from dlcamp.train.trainer import TrainConfig, Trainer
+from dlcamp.train.trainer import TrainConfig, Trainer, make_optimizer
 
 
 class ClassificationMetrics:
@@ -38,17 +38,6 @@ def create_scratch_model(name: str, **kwargs: Any) -> nn.Module:
     # JSON round trip, as the registry does: tuples become lists, equal after config.json
     model.dlcamp_spec = {"name": name, "kwargs": json.loads(json.dumps(kwargs))}
     return model
-
-
-def make_scratch_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> optim.Optimizer:
-    if cfg.optimizer == "sgd":
-        return optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
-                         nesterov=cfg.nesterov and cfg.momentum > 0,
-                         weight_decay=cfg.weight_decay)
-    if cfg.optimizer in ("adam", "adamw"):
-        return optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                          decoupled=cfg.optimizer == "adamw")
-    raise BadArgument(f"unknown optimizer {cfg.optimizer!r}; choose sgd, adam or adamw")
 
 
 def clip_grad_norm(params: list[nn.Parameter], max_norm: float) -> float:
@@ -80,7 +69,7 @@ class ScratchTrainer(Trainer):
         self.model = model
         self.task = ClassificationMetrics()
         self.callbacks = list(callbacks)
-        self.optimizer = make_scratch_optimizer(model.parameters(), cfg)
+        self.optimizer = make_optimizer(model.parameters(), cfg, library=optim)
         self.epoch = self.global_step = self.total_steps = 0
         self.train_seconds = 0.0
         self.history: list[dict[str, float]] = []

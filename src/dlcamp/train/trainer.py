@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from dlcamp.errors import BadArgument
 from dlcamp.train.task import Classification, Task
 from dlcamp.utils import pick_device
 
@@ -48,15 +49,20 @@ class TrainConfig:
         return asdict(self)
 
 
-def make_optimizer(params: Iterable[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+def make_optimizer(params: Iterable[Any], cfg: TrainConfig, library: Any = torch.optim) -> Any:
+    """The optimiser `cfg` names, from torch.optim (or another `library` with the same classes:
+    dlcamp.scratch.optim). Impossible settings (a negative lr) give a BadArgument."""
+    try:
+        if cfg.optimizer == "sgd":
+            return library.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
                                nesterov=cfg.nesterov and cfg.momentum > 0,
                                weight_decay=cfg.weight_decay)
-    if cfg.optimizer in ("adam", "adamw"):
-        opt = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-        return opt(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose sgd, adam or adamw")
+        if cfg.optimizer in ("adam", "adamw"):
+            opt = library.AdamW if cfg.optimizer == "adamw" else library.Adam
+            return opt(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    except ValueError as e:
+        raise BadArgument(f"cannot build the {cfg.optimizer} optimizer: {e}") from e
+    raise BadArgument(f"unknown optimizer {cfg.optimizer!r}; choose sgd, adam or adamw")
 
 
 def lr_at(t: float, cfg: TrainConfig) -> float:
