@@ -445,7 +445,7 @@ print(f"scratch LeNet: test accuracy {cnn_acc:.3f}, {cnn_trainer.train_seconds:.
 # ## 速度：和 PyTorch 比一比
 #
 # 同样的 MLP、同样的数据和设置，两个引擎各训练 2 轮，取第 2 轮（已经热身）每秒训练的图片数；
-# LeNet 则各训练同样的步数（批量 256）。只计训练，不计评估。计时受机器忙闲影响，看个大概：
+# LeNet 则各训练同样的步数（批量 256）。只计训练，不计评估。计时受机器忙闲和线程数影响，看个大概：
 
 # %%
 def images_per_second(trainer: Trainer) -> float:
@@ -467,15 +467,19 @@ for name, (ours_speed, torch_speed) in speed.items():
           f"{torch_speed / ours_speed:.1f}x")
 
 # %% [markdown]
-# MLP 的差距不大（同一个数量级），卷积网络却差得多。为什么？
+# 单线程运行时（`OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1`），MLP 的差距不大（同一个数量级），
+# 卷积网络却差得多。为什么？
 #
 # - MLP 的时间几乎都花在矩阵乘法上：每层前向一次、反向两次。两个引擎都把它交给优化过的 BLAS 库
 #   （NumPy 用 OpenBLAS，PyTorch 用 MKL），而我们的引擎按**整个数组**运算，
-#   每个批量只多几十次 Python 函数调用，这点开销摊到几十万次乘加上可以忽略。
+#   每个批量只多几十次 Python 函数调用，这点开销摊到上亿次乘加上可以忽略。
 # - 卷积网络不一样：im2col 要把每个像素复制 $k_h k_w$ 次（5×5 的核就是 25 倍的内存读写），
 #   反向时 `col2im` 还要再加回去；批量规范化、ReLU、汇聚这些逐元素运算在 NumPy 里是单线程的，
 #   每一步还产生新的临时数组。PyTorch 在 CPU 上用 oneDNN 的卷积核，直接在原图上计算，
 #   逐元素运算也用多线程并尽量合并。
+#
+# 多线程时情况更复杂：NumPy（OpenBLAS）和 PyTorch 各有自己的线程池，在核很少的机器上它们会争抢 CPU，
+# 我们的引擎用多个线程反而可能更慢。要比较两个引擎本身，就让两边都只用一个线程。
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## 小结与自测
