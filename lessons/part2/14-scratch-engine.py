@@ -467,8 +467,8 @@ for name, (ours_speed, torch_speed) in speed.items():
           f"{torch_speed / ours_speed:.1f}x")
 
 # %% [markdown]
-# 单线程运行时（`OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1`），MLP 的差距不大（同一个数量级），
-# 卷积网络却差得多。为什么？
+# MLP 的差距不大（`bench/scratch.py` 在 2 核 CPU 上交替计时：每轮用时约为 PyTorch 的 1.3 倍），
+# 卷积网络却差得多（约 3 到 4 倍）。为什么？
 #
 # - MLP 的时间几乎都花在矩阵乘法上：每层前向一次、反向两次。两个引擎都把它交给优化过的 BLAS 库
 #   （NumPy 用 OpenBLAS，PyTorch 用 MKL），而我们的引擎按**整个数组**运算，
@@ -478,8 +478,13 @@ for name, (ours_speed, torch_speed) in speed.items():
 #   每一步还产生新的临时数组。PyTorch 在 CPU 上用 oneDNN 的卷积核，直接在原图上计算，
 #   逐元素运算也用多线程并尽量合并。
 #
-# 多线程时情况更复杂：NumPy（OpenBLAS）和 PyTorch 各有自己的线程池，在核很少的机器上它们会争抢 CPU，
-# 我们的引擎用多个线程反而可能更慢。要比较两个引擎本身，就让两边都只用一个线程。
+# 多线程时还有一个坑：NumPy（OpenBLAS）和 PyTorch 各有自己的线程池。加载器每个批量仍要做几次小的
+# PyTorch 运算，之后 PyTorch 空闲的 OpenMP 线程会先"原地空转"（spin）一会儿，正好占着 NumPy 的 BLAS
+# 接下来要用的核。在 2 核的机器上实测，MLP 一轮因此从 1.0 秒变成 3.6 秒。所以 `ScratchTrainer`
+# 训练和评估时让 PyTorch 只用一个线程（`torch_single_threaded`），把核留给 NumPy：
+
+# %%
+print(inspect.getsource(ScratchTrainer.fit))
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## 小结与自测
