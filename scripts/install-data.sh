@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Get Fashion-MNIST without the internet at run time: Debian's dataset-fashion-mnist package.
-# Does nothing when the files are already somewhere dlcamp looks (DLCAMP_DATA, cache, system).
+# Also the text corpora (dlcamp.data.text): Debian's fortunes-zh (Tang/Song poems, Chinese
+# sayings) and fortunes (English quotations). Each does nothing when its files are already
+# somewhere dlcamp looks (DLCAMP_DATA, cache, system); the tests need them all.
 # Also installs, optionally, a small Chinese font (fonts-wqy-microhei) for plot labels.
 set -euo pipefail
 if [ "$(id -u)" = 0 ]; then sudo=""; elif command -v sudo >/dev/null 2>&1; then sudo="sudo"; else sudo="none"; fi
@@ -24,6 +26,35 @@ elif command -v apt-get >/dev/null 2>&1 && { [ -z "$sudo" ] || sudo -n true 2>/d
 else
   echo "CJK font: none (optional: sudo apt-get install fonts-wqy-microhei)" >&2
 fi
+can_apt() { command -v apt-get >/dev/null 2>&1 && [ "$sudo" != none ]; }
+status=0
+
+# Text corpora: fortune files, found like dlcamp.data.text.fortune_dirs() finds them.
+fortune_sys="${DLCAMP_SYSTEM_DATA:+$DLCAMP_SYSTEM_DATA/fortunes}"
+fortune_sys="${fortune_sys:-/usr/share/games/fortunes}"
+fortune_present() {  # fortune_present FILE: FILE or FILE.gz where dlcamp looks
+  for d in "${DLCAMP_DATA:-/nonexistent}/fortunes" "${DLCAMP_DATA:-/nonexistent}" \
+           "${DLCAMP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dlcamp}/fortunes" "$fortune_sys"; do
+    [ -f "$d/$1" ] || [ -f "$d/$1.gz" ] && return 0
+  done
+  return 1
+}
+for pair in fortunes-zh:tang300 fortunes:cookie; do  # package:one of its files
+  pkg=${pair%%:*} file=${pair#*:}
+  if fortune_present "$file"; then
+    echo "$pkg: present"
+    continue
+  fi
+  if can_apt; then
+    echo "$pkg: installing the Debian package $pkg (text corpora)"
+    apt_install "$pkg" || true  # fall through to the message below
+    fortune_present "$file" && continue
+  fi
+  echo "$pkg is missing and could not be installed here. Fix: sudo apt-get install $pkg," \
+       "or put its files in \$DLCAMP_DATA/fortunes" >&2
+  status=1
+done
+
 sys_dir=/usr/share/datasets/fashion-mnist
 present() {
   for d in "${DLCAMP_DATA:-/nonexistent}/fashion-mnist" "${DLCAMP_DATA:-/nonexistent}" \
@@ -34,12 +65,12 @@ present() {
 }
 if present; then
   echo "Fashion-MNIST: present"
-  exit 0
+  exit "$status"
 fi
-if command -v apt-get >/dev/null 2>&1 && [ "$sudo" != none ]; then
+if can_apt; then
   echo "Fashion-MNIST: installing the Debian package dataset-fashion-mnist"
   apt_install dataset-fashion-mnist || true  # fall through to the message below
-  present && exit 0
+  present && exit "$status"
 fi
 cat >&2 <<'MSG'
 Fashion-MNIST is missing and could not be installed here. Any one of these fixes it:

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from dlcamp.errors import DlcampError, UnknownName
+from dlcamp.errors import BadArgument, DlcampError, UnknownName
 from dlcamp.utils import is_quick
 
 
@@ -23,7 +23,9 @@ def _train(args: argparse.Namespace) -> int:
             batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
             schedule=args.schedule, weight_decay=args.weight_decay, bf16=args.bf16,
             augment=args.augment, device=args.device, seed=args.seed, patience=args.patience,
-            max_seconds=args.max_seconds, max_steps=args.max_steps, compile=args.compile)
+            max_seconds=args.max_seconds, max_steps=args.max_steps, compile=args.compile,
+            num_steps=args.num_steps, token=args.token, sampling=args.sampling,
+            grad_clip=args.grad_clip)
         trainer, out = train_run(cfg, args.out, force=args.force, progress=not args.no_progress)
     last = trainer.history[-1] if trainer.history else {}
     metric = f"val_{trainer.task.monitor}"
@@ -44,6 +46,26 @@ def _evaluate(args: argparse.Namespace) -> int:
     else:
         print("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                         for k, v in result.items()))
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from dlcamp.generate import generate, generate_poem, load_language_model
+
+    model, vocab, data = load_language_model(args.run)
+    poem = args.poem
+    if poem == "auto":
+        poem = "5" if data.get("dataset") == "tang300" else "off"
+    if poem != "off" and data.get("token", "char") != "char":
+        raise BadArgument("poem mode needs a character-level model; use --poem off")
+    sampling = dict(temperature=args.temperature, top_k=args.top_k, greedy=args.greedy,
+                    seed=args.seed)
+    if poem == "off":
+        print(generate(model, vocab, args.prompt, args.length, token=data.get("token", "char"),
+                       **sampling))
+    else:
+        print(generate_poem(model, vocab, args.prompt, chars_per_line=int(poem),
+                            lines=args.lines, **sampling))
     return 0
 
 
@@ -129,7 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model; writes runs/<name>/")
     t.add_argument("--model", default="cnn", help="a name from `dlcamp models` (default: cnn)")
-    t.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist | mnist | digits")
+    t.add_argument("--dataset", default="fashion-mnist",
+                   help="images: fashion-mnist | mnist | digits; text (for rnn, gru, lstm, ...): "
+                   "tang300 | song100 | sayings-zh | quotes-en")
     t.add_argument("--engine", default="torch", choices=["torch", "scratch"],
                    help="torch (default), or scratch: dlcamp's NumPy engine (softmax, mlp, "
                    "lenet, lenet-modern; CPU)")
@@ -151,6 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--patience", type=int, help="early stopping after N epochs without progress")
     t.add_argument("--max-seconds", type=float, help="stop after this much training time")
     t.add_argument("--max-steps", type=int, help="stop after this many steps (the schedule too)")
+    t.add_argument("--grad-clip", type=float, help="clip the gradient norm to this (0: off)")
+    t.add_argument("--num-steps", type=int, help="text: tokens per subsequence (BPTT length)")
+    t.add_argument("--token", choices=["char", "word"], help="text: tokenisation (default char)")
+    t.add_argument("--sampling", choices=["sequential", "random"],
+                   help="text: minibatch sampling (default sequential, state carried over)")
     t.add_argument("--quick", action="store_true", help="small data, <= 2 epochs (seconds)")
     t.add_argument("--out", help="run directory (default runs/<model>-<dataset>-<time>)")
     t.add_argument("--force", action="store_true", help="overwrite an existing run directory")
@@ -166,6 +195,21 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--quick", action="store_true")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=_evaluate)
+
+    g = sub.add_parser("generate", help="write text with a trained language model")
+    g.add_argument("run", help="run directory or checkpoint of a language model")
+    g.add_argument("--prompt", required=True, help="the start of the text, e.g. 床前")
+    g.add_argument("--length", type=int, default=100, help="tokens to add (free text)")
+    g.add_argument("--poem", default="auto", choices=["auto", "off", "5", "7"],
+                   help="5 or 7 characters a line, ending in ，/。 in turn (auto: 5 for "
+                   "models trained on tang300, else off)")
+    g.add_argument("--lines", type=int, default=4, help="poem lines (4: a quatrain)")
+    g.add_argument("--temperature", type=float, default=0.8,
+                   help="< 1: safer choices, > 1: more surprising ones")
+    g.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest (0: all)")
+    g.add_argument("--greedy", action="store_true", help="always the likeliest next token")
+    g.add_argument("--seed", type=int, help="for a repeatable sample")
+    g.set_defaults(func=_generate)
 
     d = sub.add_parser("data", help="datasets: info | fetch")
     d.add_argument("action", choices=["info", "fetch"])

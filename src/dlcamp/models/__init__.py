@@ -9,6 +9,7 @@ from dlcamp.models import (  # noqa: F401  (registration side effect)
     lenet,
     nin,
     resnet,
+    rnn,
     vgg,
 )
 from dlcamp.models.book import book_config, book_models

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from dlcamp.data.datasets import get_spec
@@ -40,6 +41,9 @@ class RunConfig:
     augment: str = "none"       # none | flip | shift | flip+shift (whole-batch, on the device)
     patience: int = 0           # early stopping on the validation metric; 0: off
     resize: int = 0             # upsample batches to resize x resize on the device; 0: off
+    num_steps: int = 35         # text: tokens per subsequence (the BPTT length)
+    token: str = "char"         # text: char | word
+    sampling: str = "sequential"  # text: sequential (state carried over) | random
     quick: bool = False         # small subsets and at most 2 epochs
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -73,7 +77,8 @@ def make_config(model: str = "cnn", dataset: str = "fashion-mnist", quick: bool 
             settings.pop(key, None)
     if quick and "epochs" not in overrides:
         settings["epochs"] = min(settings.get("epochs", 2), 2)
-    run_keys = {"batch_size", "augment", "patience", "model_kwargs", "resize"}
+    run_keys = {"batch_size", "augment", "patience", "model_kwargs", "resize", "num_steps",
+                "token", "sampling"}
     run = {k: settings.pop(k) for k in list(settings) if k in run_keys}
     return RunConfig(model=model, dataset=dataset, quick=quick, engine=engine,
                      train=TrainConfig(**settings), **run)
@@ -119,6 +124,47 @@ def _model_kwargs(cfg: RunConfig, shape: tuple[int, ...], n_classes: int) -> dic
     return kwargs
 
 
+def _text_data(cfg: RunConfig) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """Loaders, model arguments and checkpoint metadata for a language model on a corpus."""
+    from dlcamp.text import make_text_loaders
+
+    if not model_accepts(cfg.model, "vocab_size"):
+        raise BadArgument(f"{cfg.dataset} is a text corpus; {cfg.model!r} is not a language "
+                          "model. Try --model lstm (or rnn, gru, deep-lstm, *-scratch).")
+    if cfg.sampling not in ("sequential", "random"):
+        raise BadArgument(f"unknown sampling {cfg.sampling!r}; choose sequential or random")
+    text = make_text_loaders(cfg.dataset, cfg.batch_size, cfg.num_steps, token=cfg.token,
+                             random=cfg.sampling == "random", quick=cfg.quick,
+                             seed=cfg.train.seed)
+    loaders = SimpleNamespace(train=text.train, test=text.val, vocab=text.vocab,
+                              describe=f"{len(text.vocab):,} {cfg.token} tokens in the vocabulary")
+    kwargs = {"vocab_size": len(text.vocab), **cfg.model_kwargs}
+    data = {"dataset": cfg.dataset, "kind": "text", "token": cfg.token,
+            "vocab": list(text.vocab.idx_to_token), "num_steps": cfg.num_steps}
+    return loaders, kwargs, data
+
+
+def _image_data(cfg: RunConfig, device: Any, augment: str) -> tuple[Any, dict[str, Any],
+                                                                   dict[str, Any]]:
+    if model_accepts(cfg.model, "vocab_size"):
+        raise BadArgument(f"{cfg.model!r} is a language model; train it on a text corpus: "
+                          f"{', '.join(text_corpora())}")
+    loaders = make_loaders(cfg.dataset, cfg.batch_size, device, quick=cfg.quick,
+                           seed=cfg.train.seed, augment=parse_augment(augment),
+                           channels_last=cfg.train.channels_last, resize=cfg.resize)
+    ds = loaders.train_set
+    loaders.describe = f"{len(ds):,} train / {len(loaders.test_set):,} test"
+    data = {"dataset": cfg.dataset, "classes": ds.classes, "classes_zh": ds.classes_zh,
+            "mean": ds.mean, "std": ds.std, "shape": list(ds.shape), "resize": cfg.resize}
+    return loaders, _model_kwargs(cfg, ds.shape, len(ds.classes)), data
+
+
+def text_corpora() -> list[str]:
+    from dlcamp.data.text import list_corpora
+
+    return list_corpora()
+
+
 def build(cfg: RunConfig, out: Path | None, progress: bool = True,
           log: Callable[[str], Any] = print) -> tuple[Trainer, Any, dict[str, Any]]:
     """Data, model, trainer and callbacks for a run (nothing trained, nothing written yet)."""
@@ -130,11 +176,10 @@ def build(cfg: RunConfig, out: Path | None, progress: bool = True,
         log(f"note: no flip augmentation on {cfg.dataset} (mirroring changes its labels)")
     scratch = cfg.engine == "scratch"
     device = "cpu" if scratch else pick_device(cfg.train.device)
-    loaders = make_loaders(cfg.dataset, cfg.batch_size, device, quick=cfg.quick,
-                           seed=cfg.train.seed, augment=parse_augment(augment),
-                           channels_last=cfg.train.channels_last, resize=cfg.resize)
-    ds = loaders.train_set
-    kwargs = _model_kwargs(cfg, ds.shape, len(ds.classes))
+    if cfg.dataset in text_corpora():
+        loaders, kwargs, data = _text_data(cfg)
+    else:
+        loaders, kwargs, data = _image_data(cfg, device, augment)
     if scratch:
         from dlcamp.scratch import nn as scratch_nn
         from dlcamp.scratch.train import ScratchTrainer, create_scratch_model
@@ -143,12 +188,8 @@ def build(cfg: RunConfig, out: Path | None, progress: bool = True,
         model = create_scratch_model(cfg.model, **kwargs)
     else:
         model = create_model(cfg.model, **kwargs)
-    meta = {
-        "model": model.dlcamp_spec,
-        "data": {"dataset": cfg.dataset, "classes": ds.classes, "classes_zh": ds.classes_zh,
-                 "mean": ds.mean, "std": ds.std, "shape": list(ds.shape), "resize": cfg.resize},
-        "config": cfg.to_dict(), "versions": versions(),
-    }
+    meta = {"model": model.dlcamp_spec, "data": data, "config": cfg.to_dict(),
+            "versions": versions()}
     callbacks: list[Any] = [ProgressBar(disable=None if progress else True), EpochLog(log)]
     if out is not None:
         callbacks += [CSVLogger(out / "metrics.csv"),
@@ -175,8 +216,8 @@ def train_run(cfg: RunConfig, out: Path | None = None, force: bool = False,
     trainer, loaders, _ = build(cfg, out, progress, log)
     write_config(out, cfg)
     engine = " with the scratch engine (NumPy)" if cfg.engine == "scratch" else ""
-    log(f"training {cfg.model}{engine} on {cfg.dataset} ({len(loaders.train_set):,} train / "
-        f"{len(loaders.test_set):,} test) on {trainer.device}; run directory {out}")
+    log(f"training {cfg.model}{engine} on {cfg.dataset} ({loaders.describe}) on "
+        f"{trainer.device}; run directory {out}")
     trainer.fit(loaders.train, loaders.test)
     return trainer, out
 

@@ -7,6 +7,8 @@ the task for `step(model, batch) -> (loss, sums)`, adds the `sums` up on the dev
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -64,3 +66,42 @@ class Regression(Task):
     def summarize(self, sums: dict[str, float]) -> dict[str, float]:
         mse = sums["loss"] / max(sums["n"], 1.0)
         return {"loss": mse, "rmse": mse**0.5}
+
+
+def detach_state(state):
+    """Cut the graph at the batch boundary: keep the values, drop the history (truncated BPTT)."""
+    if state is None:
+        return None
+    return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
+
+
+class LanguageModel(Task):
+    """Next-token prediction: mean cross-entropy per token; reports loss and perplexity.
+
+    Batches are (X, Y, fresh) from a SeqDataLoader. The hidden state is carried from one batch
+    to the next (detached, so gradients stop at the batch boundary) unless `fresh` says the
+    rows do not continue the previous batch (random sampling, or a new epoch).
+    """
+
+    monitor, mode = "ppl", "min"
+
+    def __init__(self) -> None:
+        self.state = None
+
+    def step(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        x, y = batch[0], batch[1]
+        fresh = len(batch) < 3 or bool(batch[2])
+        state = None if fresh or self._batch_size() != len(x) else detach_state(self.state)
+        logits, self.state = model(x, state)  # (B, T, vocab)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1))
+        return loss, {"loss": loss.detach() * y.numel(), "n": torch.tensor(y.numel())}
+
+    def _batch_size(self) -> int:
+        if self.state is None:
+            return -1
+        h = self.state[0] if isinstance(self.state, tuple) else self.state
+        return h.shape[1]
+
+    def summarize(self, sums: dict[str, float]) -> dict[str, float]:
+        loss = sums["loss"] / max(sums["n"], 1.0)
+        return {"loss": loss, "ppl": math.exp(min(loss, 50.0))}

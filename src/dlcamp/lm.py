@@ -1,0 +1,48 @@
+"""Language-model runs for the sequence lessons and benchmarks: train, measure, write a sample.
+
+    trainer, loaders, ppl = lm_run("lstm", "tang300", quick=True)
+    print(sample(trainer, loaders, "床前"))
+
+A run is `dlcamp train --model NAME --dataset CORPUS` in memory (the registered recipe, then
+`overrides`); nothing is written to disk. For a language model the Trainer's "examples" are
+predicted tokens, so `examples_per_s` in the history is tokens per second.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dlcamp.compare import train_model
+from dlcamp.generate import generate, generate_poem
+from dlcamp.train.run import make_config
+
+# Quick mode: the first part of the corpus (dlcamp.text.make_text_loaders) and a step budget.
+QUICK_LM = dict(epochs=2, max_steps=60)
+
+
+def lm_run(name: str, corpus: str = "tang300", quick: bool = False, curves: bool = True,
+           log: Any = print, **overrides: Any) -> tuple[Any, Any, float]:
+    """Train `name` on `corpus`; returns the trainer, the loaders (with `.vocab`) and the
+    validation perplexity after the last epoch."""
+    settings = {**(QUICK_LM if quick else {}), **overrides}
+    cfg = make_config(name, corpus, quick=quick, **settings)
+    trainer, loaders = train_model(cfg, curves=curves, progress=not quick, log=log)
+    last = trainer.history[-1]
+    log(f"{name} on {corpus}: validation perplexity {last['val_ppl']:.1f} after "
+        f"{trainer.train_seconds:.1f} s of training, {last['examples_per_s']:,.0f} tokens/s")
+    return trainer, loaders, last["val_ppl"]
+
+
+def sample(trainer: Any, loaders: Any, prompt: str, poem: int = 0, seed: int = 0,
+           length: int = 60, temperature: float = 0.8, top_k: int = 0) -> str:
+    """Text from the trained model: a poem of `poem` characters a line, or free text."""
+    if poem:
+        return generate_poem(trainer.model, loaders.vocab, prompt, chars_per_line=poem,
+                             temperature=temperature, top_k=top_k, seed=seed)
+    return generate(trainer.model, loaders.vocab, prompt, length, temperature=temperature,
+                    top_k=top_k, seed=seed)
+
+
+def tokens_per_second(trainer: Any) -> float:
+    """Training speed of the last epoch (predicted tokens per second)."""
+    return trainer.history[-1]["examples_per_s"]
