@@ -29,7 +29,7 @@ def lm_run(name: str, corpus: str = "tang300", quick: bool = False, curves: bool
     trainer, loaders = train_model(cfg, curves=curves, progress=not quick, log=log)
     last = trainer.history[-1]
     log(f"{name} on {corpus}: validation perplexity {last['val_ppl']:.1f} after "
-        f"{trainer.train_seconds:.1f} s of training, {last['examples_per_s']:,.0f} tokens/s")
+        f"{trainer.train_seconds:.1f} s of training, {tokens_per_second(trainer):,.0f} tokens/s")
     return trainer, loaders, last["val_ppl"]
 
 
@@ -44,5 +44,17 @@ def sample(trainer: Any, loaders: Any, prompt: str, poem: int = 0, seed: int = 0
 
 
 def tokens_per_second(trainer: Any) -> float:
-    """Training speed of the last epoch (predicted tokens per second)."""
-    return trainer.history[-1]["examples_per_s"]
+    """Training speed over the whole run: predicted tokens / training seconds (one short
+    epoch alone is too noisy on a busy machine)."""
+    return sum(r["train_examples"] for r in trainer.history) / max(trainer.train_seconds, 1e-9)
+
+
+def unigram_perplexity(train_ids: Any, val_ids: Any, vocab_size: int) -> float:
+    """Perplexity on `val_ids` of the unigram model fitted on `train_ids` (add-one smoothing):
+    the baseline a language model has to beat (it ignores every token before the current one).
+    """
+    import torch
+
+    counts = torch.bincount(torch.as_tensor(train_ids), minlength=vocab_size).double() + 1.0
+    log_p = (counts / counts.sum()).log()
+    return float(torch.exp(-log_p[torch.as_tensor(val_ids)].mean()))
