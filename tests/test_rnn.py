@@ -3,6 +3,7 @@ generation keeps the poem's shape, and the CLI trains, generates and refuses bad
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -118,6 +119,8 @@ def test_cli_trains_a_language_model_generates_and_resumes(tmp_path):
     ppl = [float(r.split(",")[header.index("val_ppl")]) for r in lines[1:]]
     train_loss = [float(r.split(",")[header.index("train_loss")]) for r in lines[1:]]
     assert train_loss[-1] < train_loss[0] and ppl[-1] < ppl[0], (train_loss, ppl)
+    evaluated = json.loads(dlcamp("evaluate", str(out), "--json").stdout)
+    assert evaluated["split"] == "val" and evaluated["ppl"] == pytest.approx(ppl[-1], rel=1e-4)
     poem = dlcamp("generate", str(out), "--prompt", "床前", "--seed", "0").stdout.strip()
     assert len(poem.splitlines()) == 2 and poem.startswith("床前"), poem
     free = dlcamp("generate", str(out), "--prompt", "床前", "--poem", "off", "--length", "30",
@@ -143,3 +146,10 @@ def test_generate_refuses_an_image_model(tmp_path):
     dlcamp("train", "--model", "softmax", "--quick", "--epochs", "1", "--out", str(out))
     result = dlcamp("generate", str(out), "--prompt", "a", check=False)
     assert_one_line_error(result, "not a language model")
+
+
+def test_data_info_lists_the_text_corpora(isolated_data):
+    out = dlcamp("data", "info").stdout
+    assert "tang300" in out and "quotes-en" in out and "apt-get install fortunes-zh" in out
+    found = dlcamp("data", "info", "tang300", env={"DLCAMP_SYSTEM_DATA": ""}).stdout
+    assert "282 train / 31 val records" in found and "张九龄" in found

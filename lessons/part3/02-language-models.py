@@ -37,6 +37,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from dlcamp.lm import unigram_perplexity
 from dlcamp.text import (
     SeqDataLoader,
     corpus_text,
@@ -218,7 +219,8 @@ assert math.isclose(perplexity(uniform_nll), 10) and perplexity(0.0) == 1.0
 #
 # 其中 $N$ 是训练集的词元数，$V$ 是词表大小；加 1 保证验证集里的 `<unk>`（训练集里从没出现）
 # 也有一点概率。数据用 `make_text_loaders` 给出的编号：词表只从训练集建立，
-# 换行符 `\n` 也是词元，和后面训练循环神经网络时完全一样。这个困惑度就是循环神经网络必须打败的**基线**：
+# 换行符 `\n` 也是词元，和后面训练循环神经网络时完全一样。这个困惑度就是循环神经网络必须打败的**基线**，
+# 后面的课用 `dlcamp.lm.unigram_perplexity` 算它，和这里的三行代码一样：
 
 # %%
 data = make_text_loaders("tang300")  # full corpus: the data the RNN lessons train on
@@ -231,6 +233,7 @@ print(f"vocabulary {V:,}; train {len(train_ids):,} tokens; val {len(val_ids):,} 
 print(f"uniform guess: perplexity {V:,}")
 print(f"add-one unigram on tang300 val: perplexity {unigram_ppl:.1f}")
 assert 1 < unigram_ppl < V
+assert math.isclose(unigram_perplexity(train_ids, val_ids, V), unigram_ppl)  # the package's
 
 # %% [markdown]
 # 同样加一平滑的二元语法呢？按理说看了前一个字，应该猜得更准：

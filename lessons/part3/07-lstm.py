@@ -14,7 +14,7 @@
 #     title_en: Long short-term memory (LSTM)
 #     minutes:
 #       quick: 0.3
-#       full: 3
+#       full: 2
 # ---
 
 # %% [markdown] slideshow={"slide_type": "slide"}

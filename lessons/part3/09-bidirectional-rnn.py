@@ -14,7 +14,7 @@
 #     title_en: Bidirectional recurrent neural networks
 #     minutes:
 #       quick: 0.3
-#       full: 2
+#       full: 1.5
 # ---
 
 # %% [markdown] slideshow={"slide_type": "slide"}

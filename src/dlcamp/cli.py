@@ -83,6 +83,10 @@ def _data(args: argparse.Namespace) -> int:
         dest = fetch_fashion_mnist(Path(args.dir) if args.dir else None, **kwargs)
         print(f"Fashion-MNIST is ready in {dest}")
         return 0
+    from dlcamp.data.text import list_corpora
+
+    if args.name in list_corpora():
+        return _corpus_info(args.name)
     names = [args.name] if args.name else list(DATASETS)
     for name in names:
         spec = get_spec(name)
@@ -97,6 +101,30 @@ def _data(args: argparse.Namespace) -> int:
               f"mean {train.mean:.4f}  std {train.std:.4f}")
         pairs = zip(train.classes, train.classes_zh, strict=True)
         print(f"  classes: {', '.join(f'{en} ({zh})' for en, zh in pairs)}")
+    if not args.name:
+        for name in list_corpora():
+            _corpus_info(name)
+    return 0
+
+
+def _corpus_info(name: str) -> int:
+    """One text corpus: where it was found, records per split, characters, an example."""
+    from dlcamp.data.text import corpus_text, get_corpus_spec, load_corpus, locate_corpus
+    from dlcamp.errors import DatasetNotFound
+
+    spec = get_corpus_spec(name)
+    print(f"{name}: {spec.description}")
+    try:
+        where = locate_corpus(name)
+    except DatasetNotFound:
+        print(f"  missing. {spec.how_to_get}")
+        return 0
+    train, val = load_corpus(name, "train"), load_corpus(name, "val")
+    chars = len(corpus_text(name, "train"))
+    print(f"  found in {where[0].parent}; {len(train):,} train / {len(val):,} val records, "
+          f"{chars:,} training characters")
+    first = train[0]
+    print(f"  e.g. {first.title or ''} {first.author or ''}: {first.lines[0][:60]}".rstrip())
     return 0
 
 

@@ -19,6 +19,8 @@ def evaluate_checkpoint(path: Path | str, dataset: str | None = None, split: str
     """Accuracy and loss of a saved model; the dataset defaults to the one it was trained on."""
     ckpt = load_checkpoint(path)
     data_meta = ckpt["data"]
+    if data_meta.get("kind") == "text":
+        return _evaluate_language_model(ckpt, dataset, split, device, quick)
     name = dataset or data_meta["dataset"]
     data = load_dataset(name, split)
     if list(data.shape) != list(data_meta["shape"]):
@@ -39,3 +41,25 @@ def evaluate_checkpoint(path: Path | str, dataset: str | None = None, split: str
     return {"model": ckpt["model"]["name"], "dataset": name, "split": split,
             "examples": len(data), **metrics, "trained_epochs": ckpt["trainer"]["epoch"]}
 
+
+
+def _evaluate_language_model(ckpt: dict[str, Any], dataset: str | None, split: str,
+                             device: str, quick: bool) -> dict[str, Any]:
+    """Perplexity of a language model on a corpus split ("test" means the held-out "val"),
+    encoded with the vocabulary stored in the checkpoint, read sequentially (state carried)."""
+    from dlcamp.text import Vocab, corpus_text, encode_corpus
+    from dlcamp.text.data import eval_loader
+
+    data_meta = ckpt["data"]
+    name = dataset or data_meta["dataset"]
+    split = "val" if split == "test" else split
+    vocab = Vocab.from_idx_to_token(data_meta["vocab"])
+    ids = encode_corpus(corpus_text(name, split), vocab, data_meta.get("token", "char"))
+    if quick:
+        ids = ids[:5000]
+    cfg = ckpt.get("config", {})
+    loader = eval_loader(ids, cfg.get("batch_size", 32), data_meta.get("num_steps", 35))
+    trainer = Trainer(model_from_checkpoint(ckpt), TrainConfig(device=device))
+    metrics = trainer.evaluate(loader)
+    return {"model": ckpt["model"]["name"], "dataset": name, "split": split,
+            "tokens": len(ids), **metrics, "trained_epochs": ckpt["trainer"]["epoch"]}

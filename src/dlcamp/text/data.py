@@ -172,13 +172,20 @@ def make_text_loaders(corpus: str, batch_size: int = 32, num_steps: int = 35,
         vocab = Vocab(tokenize(train_text, token, lower), min_freq)
     train_ids = encode_corpus(train_text, vocab, token, lower)  # (N,)
     val_ids = encode_corpus(val_text, vocab, token, lower)  # (M,)
-    # Val: as many rows as fit, at most batch_size, chosen so that few subsequences are
-    # left over (a short val text read by 32 rows could drop half of its tokens).
-    subseqs = max(1, (len(val_ids) - 1) // num_steps)
-    val_batch = subseqs // -(-subseqs // batch_size)  # subseqs // ceil(subseqs / batch_size)
     return TextLoaders(
         train=SeqDataLoader(train_ids, batch_size, num_steps, random=random, seed=seed,
                             device=device),
-        val=SeqDataLoader(val_ids, val_batch, num_steps, random=False, offset=0,
-                          device=device),
+        val=eval_loader(val_ids, batch_size, num_steps, device),
         vocab=vocab, corpus=corpus, token=token)
+
+
+def eval_loader(ids: torch.Tensor, batch_size: int, num_steps: int,
+                device: torch.device | str = "cpu") -> SeqDataLoader:
+    """Sequential batches from token 0, the same every epoch, for measuring perplexity.
+
+    As many rows as fit, at most batch_size, chosen so that few subsequences are left over
+    (a short val text read by 32 rows could drop half of its tokens).
+    """
+    subseqs = max(1, (len(ids) - 1) // num_steps)
+    rows = subseqs // -(-subseqs // batch_size)  # subseqs // ceil(subseqs / batch_size)
+    return SeqDataLoader(ids, rows, num_steps, random=False, offset=0, device=device)
