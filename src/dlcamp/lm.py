@@ -22,7 +22,8 @@ QUICK_LM = dict(epochs=2, max_steps=60)
 
 def lm_run(name: str, corpus: str = "tang300", quick: bool = False, curves: bool = True,
            log: Any = print, **overrides: Any) -> tuple[Any, Any, float]:
-    """Train `name` on `corpus`; returns the trainer, the loaders (with `.vocab`) and the
+    """Train `name` on `corpus`; returns the trainer, the loaders (`.train`, `.val` (also
+    `.test`, as the Trainer calls it) and `.vocab`) and the
     validation perplexity after the last epoch."""
     settings = {**(QUICK_LM if quick else {}), **overrides}
     cfg = make_config(name, corpus, quick=quick, **settings)

@@ -136,7 +136,7 @@ def _text_data(cfg: RunConfig) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     text = make_text_loaders(cfg.dataset, cfg.batch_size, cfg.num_steps, token=cfg.token,
                              random=cfg.sampling == "random", quick=cfg.quick,
                              seed=cfg.train.seed)
-    loaders = SimpleNamespace(train=text.train, test=text.val, vocab=text.vocab,
+    loaders = SimpleNamespace(train=text.train, test=text.val, val=text.val, vocab=text.vocab,
                               describe=f"{len(text.vocab):,} {cfg.token} tokens in the vocabulary")
     kwargs = {"vocab_size": len(text.vocab), **cfg.model_kwargs}
     data = {"dataset": cfg.dataset, "kind": "text", "token": cfg.token,
