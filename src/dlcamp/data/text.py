@@ -126,7 +126,7 @@ def _is_saying(lines: list[str]) -> bool:
     chars = "".join(lines).replace(" ", "")
     cjk = sum("\u4e00" <= c <= "\u9fff" for c in chars)
     return (cjk >= 0.5 * len(chars) and not re.search(r"[\u2500-\u257f]", chars)
-            and not re.match(r"\d+\.\d+(\.\d+)*\.? ", lines[0]))
+            and not re.match(r"\d+(\.\d+)*\.?\s", lines[0]))
 
 
 def parse_saying(raw: str, source: str) -> TextRecord | None:
