@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlcamp.lm import lm_run, sample, tokens_per_second, unigram_perplexity
+from dlcamp.lm import lm_run, sample, scratch_matches_concise, tokens_per_second, unigram_perplexity
 from dlcamp.models import create_model
 from dlcamp.models.rnn import RecurrentScratch
 from dlcamp.utils import is_quick
@@ -90,15 +90,10 @@ V = 50
 scratch = create_model("rnn-scratch", vocab_size=V, num_hiddens=32, embed_size=16)
 concise = create_model("rnn", vocab_size=V, num_hiddens=32, embed_size=16)
 print(list(scratch.state_dict()))
-concise.load_state_dict(scratch.state_dict())
-tokens = torch.randint(V, (4, 20))  # (B, T)
-with torch.no_grad():
-    logits_s, state_s = scratch(tokens)
-    logits_c, state_c = concise(tokens)
-max_diff = (logits_s - logits_c).abs().max().item()
-print(f"logits {tuple(logits_c.shape)}, largest difference {max_diff:.1e}")
-assert type(concise.rnn) is nn.RNN and type(scratch.rnn) is RecurrentScratch
-assert torch.allclose(logits_s, logits_c, atol=1e-5) and torch.allclose(state_s, state_c, atol=1e-6)
+gaps = scratch_matches_concise("rnn", vocab_size=V, num_hiddens=32, embed_size=16)  # copies the weights, runs both
+print("largest |concise - scratch| of the logits, final state and gradients:",
+      {k: f"{v:.1e}" for k, v in gaps.items()})
+assert max(gaps.values()) < 1e-5, gaps
 
 # %% [markdown]
 # 还有一个巧合：两者初始化参数的方式（均匀分布 $U(-1/\sqrt{H}, 1/\sqrt{H})$）和顺序都一样，

@@ -40,7 +40,7 @@ import matplotlib.pyplot as plt
 import torch
 from torch import nn
 
-from dlcamp.lm import lm_run, sample, tokens_per_second
+from dlcamp.lm import lm_run, sample, scratch_matches_concise, tokens_per_second
 from dlcamp.models import count_parameters, create_model
 from dlcamp.models.rnn import lstm_cell, rnn_cell
 from dlcamp.utils import is_quick
@@ -203,16 +203,10 @@ assert count_parameters(lstm_lm.rnn) == 4 * count_parameters(rnn_lm.rnn)
 concise = create_model("lstm", vocab_size=V)
 scratch = create_model("lstm-scratch", vocab_size=V)
 print([name for name, _ in scratch.rnn.named_parameters()])
-scratch.load_state_dict(concise.state_dict())
-tokens = torch.randint(V, (8, 20))  # (B, T)
-outputs = {}
-for name, model in (("lstm", concise), ("lstm-scratch", scratch)):
-    logits, (H_T, C_T) = model(tokens)  # (B, T, V), (1, B, h) twice
-    logits.square().mean().backward()
-    outputs[name] = (logits, H_T, C_T, model.rnn.weight_hh_l0.grad)
-for a, b_ in zip(outputs["lstm"], outputs["lstm-scratch"], strict=True):
-    assert torch.allclose(a, b_, atol=1e-5), (a - b_).abs().max()
-print("same logits, final (H, C) and gradients:", logits.shape, H_T.shape, C_T.shape)
+gaps = scratch_matches_concise("lstm", vocab_size=V)  # copies the weights, runs both
+print("largest |concise - scratch| of the logits, final state and gradients:",
+      {k: f"{v:.1e}" for k, v in gaps.items()})
+assert max(gaps.values()) < 1e-5, gaps
 
 # %% [markdown]
 # 一样的数学，速度却差很多：`nn.LSTM` 在 C++ 里循环（GPU 上是 cuDNN），从零实现在 Python 里循环。

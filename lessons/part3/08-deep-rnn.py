@@ -34,7 +34,7 @@ import warnings
 import torch
 from torch import nn
 
-from dlcamp.lm import lm_run, sample, tokens_per_second
+from dlcamp.lm import lm_run, sample, scratch_matches_concise, tokens_per_second
 from dlcamp.models import count_parameters, create_model
 from dlcamp.models.rnn import RecurrentScratch
 from dlcamp.utils import is_quick
@@ -120,16 +120,10 @@ print(f"deep-lstm language model (vocabulary {V}): {count_parameters(create_mode
 # %%
 concise = create_model("deep-lstm", vocab_size=V)
 scratch = create_model("deep-lstm-scratch", vocab_size=V)
-scratch.load_state_dict(concise.state_dict())
-tokens = torch.randint(V, (4, 12))  # (B, T)
-results = {}
-for name, model in (("deep-lstm", concise), ("deep-lstm-scratch", scratch)):
-    logits, (H_T, C_T) = model(tokens)  # (B, T, V), (2, B, h) twice
-    logits.square().mean().backward()
-    results[name] = (logits, H_T, C_T, model.rnn.weight_ih_l1.grad, model.rnn.weight_hh_l0.grad)
-for a, b in zip(results["deep-lstm"], results["deep-lstm-scratch"], strict=True):
-    assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
-print("same logits, final states (", tuple(H_T.shape), ") and gradients of both layers")
+gaps = scratch_matches_concise("deep-lstm", vocab_size=V)  # copies the weights, runs both
+print("largest |concise - scratch| of the logits, final state and gradients:",
+      {k: f"{v:.1e}" for k, v in gaps.items()})
+assert max(gaps.values()) < 1e-5, gaps
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## 层与层之间的 dropout
@@ -169,6 +163,7 @@ print("p = 1 in training: layer 2 sees only zeros; in evaluation: the normal out
 concise_d = create_model("deep-lstm", vocab_size=V, dropout=0.3)
 scratch_d = create_model("deep-lstm-scratch", vocab_size=V, dropout=0.3)
 scratch_d.load_state_dict(concise_d.state_dict())
+tokens = torch.randint(V, (4, 12))  # (B, T)
 with torch.no_grad():
     same_eval = torch.allclose(concise_d.eval()(tokens)[0], scratch_d.eval()(tokens)[0], atol=1e-5)
     train_a, train_b = concise_d.train()(tokens)[0], concise_d(tokens)[0]

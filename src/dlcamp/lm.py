@@ -59,3 +59,36 @@ def unigram_perplexity(train_ids: Any, val_ids: Any, vocab_size: int) -> float:
     counts = torch.bincount(torch.as_tensor(train_ids), minlength=vocab_size).double() + 1.0
     log_p = (counts / counts.sum()).log()
     return float(torch.exp(-log_p[torch.as_tensor(val_ids)].mean()))
+
+
+def scratch_matches_concise(name: str, vocab_size: int = 50, batch_size: int = 4,
+                            num_steps: int = 12, seed: int = 0, **kwargs: Any
+                            ) -> dict[str, float]:
+    """Build `name` (torch.nn layer) and `name-scratch` (a loop over time), give the scratch
+    model the concise one's weights, run one batch through both and backpropagate the same
+    loss. Returns the largest absolute differences of the logits, the final state(s) and the
+    gradients of every parameter: all should be rounding errors (~1e-7 in float32).
+    """
+    import torch
+
+    from dlcamp.models import create_model
+
+    torch.manual_seed(seed)
+    concise = create_model(name, vocab_size=vocab_size, **kwargs)
+    scratch = create_model(f"{name}-scratch", vocab_size=vocab_size, **kwargs)
+    scratch.load_state_dict(concise.state_dict())
+    tokens = torch.randint(vocab_size, (batch_size, num_steps))  # (B, T)
+    runs = []
+    for model in (concise, scratch):
+        logits, state = model(tokens)  # (B, T, V), state(s) (layers * directions, B, H)
+        logits.square().mean().backward()
+        states = state if isinstance(state, tuple) else (state,)
+        runs.append((logits, states, dict(model.named_parameters())))
+    (l1, s1, p1), (l2, s2, p2) = runs
+
+    def gap(a: Any, b: Any) -> float:
+        return (a - b).abs().max().item()
+
+    return {"logits": gap(l1, l2),
+            "state": max(gap(a, b) for a, b in zip(s1, s2, strict=True)),
+            "gradients": max(gap(p1[n].grad, p2[n].grad) for n in p1)}
