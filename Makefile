@@ -3,10 +3,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.dlcamp-installed
-EXTRAS ?= data,lessons,lab,test
+EXTRAS ?= data,lessons,lab,serve,test
 DEMO_ARGS ?=
 
-.PHONY: setup data demo test lint bench lab clean
+.PHONY: setup data browser demo test lint bench lab serve clean
 
 setup: $(STAMP) data
 
@@ -19,11 +19,14 @@ $(STAMP): pyproject.toml
 data:
 	@bash scripts/install-data.sh
 
+browser:
+	@bash scripts/install-browser.sh
+
 demo: setup
 	$(BIN)/dlcamp train --model cnn --dataset fashion-mnist --out runs/demo --force $(DEMO_ARGS)
 	$(BIN)/dlcamp evaluate runs/demo
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest -q
 
 lint: setup
@@ -33,6 +36,10 @@ lab: setup
 	$(BIN)/python -m pip install -q -e '.[lab]'
 	$(BIN)/dlcamp lessons export --out notebooks
 	$(BIN)/jupyter lab --ip 127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root) notebooks
+
+serve: setup
+	test -f runs/demo/checkpoint.pt || $(MAKE) demo
+	$(BIN)/dlcamp serve runs/demo
 
 bench: setup
 	$(BIN)/python bench/run_all.py

@@ -50,3 +50,28 @@ def corrupt_gz(path: Path, offset: int = 5000) -> None:
     data = bytearray(gzip.decompress(path.read_bytes()))
     data[offset] ^= 0xFF
     path.write_bytes(gzip.compress(bytes(data)))
+
+
+SERVE_IMAGES = 64  # test images the serving tests use
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory):
+    """A quickly trained default CNN run (1 epoch on the small subset) for the serving tests."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("serve") / "run"
+    subprocess.run([sys.executable, "-m", "dlcamp", "train", "--model", "cnn", "--quick",
+                    "--epochs", "1", "--out", str(out)], check=True, capture_output=True,
+                   env={**os.environ, "DLCAMP_QUIET": "1"}, timeout=300)
+    return out
+
+
+@pytest.fixture(scope="session")
+def test_images():
+    """The first Fashion-MNIST test images (N, 28, 28) uint8 and their labels."""
+    from dlcamp.data import load_dataset
+
+    ds = load_dataset("fashion-mnist", "test")
+    return ds.images[:SERVE_IMAGES, 0].numpy(), ds.labels[:SERVE_IMAGES].numpy()

@@ -69,6 +69,21 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from dlcamp.serve.app import serve
+
+    print(f"serving {args.model} on http://{args.host}:{args.port}/ (docs: /docs); Ctrl-C stops")
+    serve(args.model, host=args.host, port=args.port, threads=args.threads)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from dlcamp.serve.export import export
+
+    print(f"wrote {export(args.checkpoint, args.format, args.out)}")
+    return 0
+
+
 def _data(args: argparse.Namespace) -> int:
     from dlcamp.data.datasets import DATASETS, get_spec, load_dataset
 
@@ -238,6 +253,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--greedy", action="store_true", help="always the likeliest next token")
     g.add_argument("--seed", type=int, help="for a repeatable sample")
     g.set_defaults(func=_generate)
+
+    sv = sub.add_parser("serve", help="serve an image classifier over HTTP (POST /predict)")
+    sv.add_argument("model", help="run directory, checkpoint, or .onnx file from `dlcamp export`")
+    sv.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only)")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--threads", type=int, help="onnxruntime threads (default: all cores)")
+    sv.set_defaults(func=_serve)
+
+    ex = sub.add_parser("export", help="export a checkpoint (ONNX, dynamic batch)")
+    ex.add_argument("checkpoint", help="run directory or checkpoint file")
+    ex.add_argument("--format", default="onnx", choices=["onnx"])
+    ex.add_argument("--out", help="output file (default: model.onnx beside the checkpoint)")
+    ex.set_defaults(func=_export)
 
     d = sub.add_parser("data", help="datasets: info | fetch")
     d.add_argument("action", choices=["info", "fetch"])
