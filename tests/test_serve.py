@@ -243,3 +243,31 @@ def test_cli_export_and_refusals(run_dir, tmp_path):
     (tmp_path / "bad.onnx").write_bytes(b"not onnx")
     assert_one_line_error(dlcamp("serve", str(tmp_path / "bad.onnx"), check=False),
                           "not a loadable ONNX model")
+
+
+def test_micro_batching_gives_the_same_answers(run_dir, test_images):
+    """16 concurrent requests share forward passes and get exactly their own answers."""
+    import asyncio
+
+    import httpx
+
+    pixels, _ = test_images
+    model = ServedModel.load(run_dir)
+    app = create_app(model, batching=True, max_batch=8, max_wait_ms=20)
+    expected = model.predict(list(pixels[:16]), top_k=3)
+
+    async def run():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            responses = await asyncio.gather(*[
+                client.post("/predict", files={"file": ("x.png", png(pixels[i]), "image/png")})
+                for i in range(16)])
+        return [r.json()["predictions"] for r in responses]
+
+    got = asyncio.run(run())
+    for answer, want in zip(got, expected, strict=True):
+        assert [p["index"] for p in answer] == [p["index"] for p in want]
+        for a, b in zip(answer, want, strict=True):
+            assert a["probability"] == pytest.approx(b["probability"], abs=1e-5)
+    batcher = app.state.batcher
+    assert batcher.items == 16 and batcher.batches < 16  # some requests shared a batch

@@ -73,7 +73,9 @@ def _serve(args: argparse.Namespace) -> int:
     from dlcamp.serve.app import serve
 
     print(f"serving {args.model} on http://{args.host}:{args.port}/ (docs: /docs); Ctrl-C stops")
-    serve(args.model, host=args.host, port=args.port, threads=args.threads)
+    serve(args.model, host=args.host, port=args.port, workers=args.workers,
+          threads=args.threads, batching=args.batching, max_batch=args.max_batch,
+          max_wait_ms=args.max_wait_ms)
     return 0
 
 
@@ -258,7 +260,14 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("model", help="run directory, checkpoint, or .onnx file from `dlcamp export`")
     sv.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only)")
     sv.add_argument("--port", type=int, default=8000)
-    sv.add_argument("--threads", type=int, help="onnxruntime threads (default: all cores)")
+    sv.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
+    sv.add_argument("--threads", type=int,
+                    help="compute threads per worker (default: all cores; 1 with --workers > 1)")
+    sv.add_argument("--batching", action=argparse.BooleanOptionalAction, default=True,
+                    help="micro-batching: concurrent requests share one forward pass")
+    sv.add_argument("--max-batch", type=int, default=32)
+    sv.add_argument("--max-wait-ms", type=float, default=2.0,
+                    help="how long a request may wait for others to join its batch")
     sv.set_defaults(func=_serve)
 
     ex = sub.add_parser("export", help="export a checkpoint (ONNX, dynamic batch)")

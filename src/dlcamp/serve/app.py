@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 import time
 from importlib import resources
 from pathlib import Path
@@ -24,6 +25,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
+from dlcamp.serve.batching import MicroBatcher
 from dlcamp.serve.model import ServedModel
 from dlcamp.serve.preprocess import ImageError
 
@@ -105,11 +107,16 @@ async def _image_bytes(request: Request, max_body: int) -> tuple[bytes, Any]:
                      "(field 'file') or application/json ({\"image\": base64})", status=415)
 
 
-def create_app(model: ServedModel, max_body: int = MAX_BODY) -> FastAPI:
+def create_app(model: ServedModel, max_body: int = MAX_BODY, batching: bool = False,
+               max_batch: int = 32, max_wait_ms: float = 2.0) -> FastAPI:
+    """The app around a loaded model. `batching` groups concurrent requests into one forward
+    pass (dlcamp.serve.batching.MicroBatcher)."""
     app = FastAPI(title="dlcamp model server",
                   description=f"{model.meta['model']} trained on {model.meta['dataset']}: "
                   "POST an image to /predict.")
     app.state.model = model
+    batcher = MicroBatcher(model.predict, max_batch, max_wait_ms) if batching else None
+    app.state.batcher = batcher
     page = resources.files("dlcamp.serve").joinpath("static/index.html").read_text("utf-8")
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -119,7 +126,7 @@ def create_app(model: ServedModel, max_body: int = MAX_BODY) -> FastAPI:
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
         return {"status": "ok", "model": model.meta["model"], "backend": model.backend,
-                "classes": len(model.classes)}
+                "classes": len(model.classes), "batching": batcher is not None}
 
     @app.post("/predict", summary="Classify an image",
               description="multipart/form-data with a `file` field, or JSON "
@@ -132,7 +139,10 @@ def create_app(model: ServedModel, max_body: int = MAX_BODY) -> FastAPI:
             decoded = time.perf_counter()
             pixels = model.preprocess(data)
             prepared = time.perf_counter()
-            predictions = model.predict([pixels], top_k=k)[0]
+            if batcher is not None:
+                predictions = await batcher.submit(pixels, k)
+            else:
+                predictions = model.predict([pixels], top_k=k)[0]
         except ImageError as e:
             return _error(e.status, str(e))
         done = time.perf_counter()
@@ -146,10 +156,33 @@ def create_app(model: ServedModel, max_body: int = MAX_BODY) -> FastAPI:
     return app
 
 
+ENV = "DLCAMP_SERVE"  # settings handed to worker processes (JSON)
+
+
+def app_from_env() -> FastAPI:
+    """The app factory each uvicorn worker process calls (settings from $DLCAMP_SERVE)."""
+    settings = json.loads(os.environ[ENV])
+    threads = settings.pop("threads")
+    model = ServedModel.load(settings.pop("path"), threads=threads)
+    return create_app(model, **settings)
+
+
 def serve(path: Path | str, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
-          threads: int | None = None) -> None:
-    """Load the model and run the app with uvicorn (blocks)."""
+          threads: int | None = None, batching: bool = True, max_batch: int = 32,
+          max_wait_ms: float = 2.0) -> None:
+    """Run the app with uvicorn (blocks). Several workers are processes that each load the
+    model; they share the port. With more than one, each computes on one thread by default
+    (threads fighting over the same cores only slow each other down)."""
+    import torch
     import uvicorn
 
-    model = ServedModel.load(path, threads=threads)
-    uvicorn.run(create_app(model), host=host, port=port, log_level="warning")
+    if threads is None and workers > 1:
+        threads = 1
+    if threads:
+        torch.set_num_threads(threads)
+    settings = {"path": str(path), "threads": threads, "batching": batching,
+                "max_batch": max_batch, "max_wait_ms": max_wait_ms}
+    ServedModel.load(path, threads=threads)  # fail here, with one clear error, not per worker
+    os.environ[ENV] = json.dumps(settings)
+    uvicorn.run("dlcamp.serve.app:app_from_env", factory=True, host=host, port=port,
+                workers=workers, log_level="warning", access_log=False)

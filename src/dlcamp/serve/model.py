@@ -50,6 +50,8 @@ class ServedModel:
         ckpt = load_checkpoint(path)
         meta = serving_meta(ckpt)
         model = model_from_checkpoint(ckpt).eval()
+        if threads:
+            torch.set_num_threads(threads)
 
         def forward(x: torch.Tensor) -> np.ndarray:
             with torch.inference_mode():
