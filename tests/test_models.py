@@ -7,10 +7,14 @@ import torch
 
 from dlcamp.errors import UnknownName
 from dlcamp.models import count_parameters, create_model, list_models, model_recipe
+from dlcamp.models.registry import model_accepts
 from dlcamp.train import TrainConfig
 
+LANGUAGE_MODELS = [n for n in list_models() if model_accepts(n, "vocab_size")]
+IMAGE_MODELS = [n for n in list_models() if n not in LANGUAGE_MODELS]
 
-@pytest.mark.parametrize("name", list_models())
+
+@pytest.mark.parametrize("name", IMAGE_MODELS)
 def test_every_model_classifies_a_batch(name):
     model = create_model(name).eval()
     out = model(torch.randn(3, 1, 28, 28))
@@ -18,7 +22,21 @@ def test_every_model_classifies_a_batch(name):
     assert model.dlcamp_spec == {"name": name, "kwargs": {}}
 
 
-RUN_KEYS = ("batch_size", "augment", "patience", "model_kwargs", "resize")
+@pytest.mark.parametrize("name", LANGUAGE_MODELS)
+def test_every_language_model_predicts_the_next_token(name):
+    model = create_model(name, vocab_size=40).eval()
+    logits, state = model(torch.randint(40, (3, 7)))
+    assert logits.shape == (3, 7, 40) and torch.isfinite(logits).all()
+    assert model.dlcamp_spec == {"name": name, "kwargs": {"vocab_size": 40}}
+
+
+def test_the_registry_has_the_sequence_models():
+    assert {"rnn", "gru", "lstm", "deep-lstm", "bilstm", "rnn-scratch", "gru-scratch",
+            "lstm-scratch"} <= set(LANGUAGE_MODELS)
+
+
+RUN_KEYS = ("batch_size", "augment", "patience", "model_kwargs", "resize", "num_steps", "token",
+            "sampling")
 
 
 @pytest.mark.parametrize("name", list_models())

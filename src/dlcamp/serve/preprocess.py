@@ -5,8 +5,9 @@ bright object. A phone photo is the opposite on every count: big, in colour, oft
 its EXIF tag, usually a dark object on a light background. `Preprocess` bridges the two:
 
     decode (size checked before any pixel is decoded) -> EXIF orientation -> alpha onto white
-    -> greyscale -> invert if the border is light -> pad to a square with the background
-    -> resize to the training size -> normalise with the training mean/std (-> upsample)
+    -> greyscale -> invert if the border is light -> stretch a grey background down to 0
+    -> pad to a square with the background -> resize to the training size
+    -> normalise with the training mean/std (-> upsample)
 
 The settings come from the checkpoint (`Preprocess.from_checkpoint`), so the server and
 `dlcamp evaluate` normalise identically. Every problem raises `ImageError` with an HTTP status
@@ -93,6 +94,11 @@ class Preprocess:
         grey = np.asarray(img.convert("L"), dtype=np.uint8)  # (H, W)
         if self.invert == "always" or (self.invert == "auto" and _border_mean(grey) > 127):
             grey = 255 - grey  # a dark object on light paper -> light object on black
+        background = float(np.median(_border(grey)))
+        if background > 8:  # grey paper, shadows: training backgrounds are 0, so stretch
+            scale = 255.0 / max(float(grey.max()) - background, 1.0)
+            grey = np.clip((grey.astype(np.float32) - background) * scale, 0, 255)
+            grey = grey.astype(np.uint8)  # (a training image's background is 0: untouched)
         h, w = grey.shape
         if h != w:  # pad to a square with the background, keeping the object's proportions
             side = max(h, w)
@@ -122,7 +128,10 @@ class Preprocess:
         return self.to_array(self.decode(data))
 
 
+def _border(grey: np.ndarray) -> np.ndarray:
+    """The outermost rows and columns: mostly background."""
+    return np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+
+
 def _border_mean(grey: np.ndarray) -> float:
-    """Mean brightness of the outermost rows and columns: the background's."""
-    edge = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
-    return float(edge.mean())
+    return float(_border(grey).mean())
