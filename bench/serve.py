@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,40 @@ def wrk(url: str, script: Path, seconds: float, connections: int = 16) -> dict[s
             "errors_5xx": errors5xx, "p50_ms": float(m[5]), "p99_ms": float(m[6])}
 
 
+def bad_input_sweep(base: str, image: bytes) -> dict[str, Any]:
+    """Every malformed request of dlcamp.serve.badinput against the real server."""
+    import http.client
+
+    from dlcamp.serve.badinput import malformed_requests
+
+    host, port = base.removeprefix("http://").split(":")
+    statuses = []
+    for case in malformed_requests(image):
+        # http.client, not urllib: a server may answer 413 before the whole body is sent,
+        # and the answer must still be read.
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        conn.putrequest("POST", "/predict")
+        if case.content_type:
+            conn.putheader("Content-Type", case.content_type)
+        conn.putheader("Content-Length", str(len(case.body)))
+        conn.endheaders()
+        try:
+            conn.send(case.body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server stopped reading: its answer is waiting
+        try:
+            statuses.append((case.name, conn.getresponse().status))
+        except (ConnectionResetError, http.client.RemoteDisconnected):
+            statuses.append((case.name, 0))  # 0: the connection was cut without an answer
+        conn.close()
+    with urllib.request.urlopen(f"{base}/healthz", timeout=5) as r:
+        alive = r.status == 200
+    return {"requests": len(statuses), "4xx": sum(400 <= c < 500 for _, c in statuses),
+            "5xx": sum(c >= 500 for _, c in statuses),
+            "no_answer": sum(c == 0 for _, c in statuses), "alive_after": alive,
+            "statuses": statuses}
+
+
 def configurations(run: Path, onnx: Path) -> list[tuple[str, list[str], dict[str, str]]]:
     py = sys.executable
     ours = [py, "-m", "dlcamp", "serve"]
@@ -157,6 +192,8 @@ def main() -> None:
                 row = {"config": name, **wrk(f"{base}/predict", script, seconds)}
                 with urllib.request.urlopen(f"{base}/docs", timeout=5) as r:
                     row["alive_after"] = r.status == 200
+                if not rows[1:] and name.startswith("dlcamp"):  # once, on our first server
+                    sweep = bad_input_sweep(base, image)
             print(json.dumps(row), flush=True)
             rows.append(row)
     baseline = rows[0]["rps"]
@@ -167,7 +204,14 @@ def main() -> None:
         ("x baseline", "vs_baseline", ".2f"), ("p50 ms", "p50_ms", ".1f"),
         ("p99 ms", "p99_ms", ".1f"), ("requests", "requests", ","),
         ("non-2xx", "non_2xx", "d"), ("5xx", "errors_5xx", "d")])
-    report(args, "serve", rows, md, {"png_bytes": len(image)})
+    sweep_md = (f"Bad-input sweep against `dlcamp serve` (the real process): "
+                f"{sweep['requests']} malformed requests (dlcamp.serve.badinput), "
+                f"{sweep['4xx']} answered 4xx, {sweep['5xx']} answered 5xx, "
+                f"{sweep['no_answer']} cut without an answer, server alive "
+                f"after: {sweep['alive_after']}. Statuses: "
+                + ", ".join(f"{n} {c}" for n, c in sweep["statuses"]) + ".")
+    md = f"{md}\n\n{sweep_md}"
+    report(args, "serve", rows, md, {"png_bytes": len(image), "sweep": sweep})
     if not args.quick:
         body = (f"Command: `python bench/serve.py --seconds {seconds:g}`. wrk -t2 -c16, "
                 f"{seconds:g} s per configuration after a 2 s warm-up, multipart POST of a "
