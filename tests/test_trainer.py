@@ -82,17 +82,22 @@ def test_early_stopping_and_time_budget():
     assert len(trainer.fit(batches)) <= 1  # stops as soon as the clock says so
 
 
+class RecordLR(Callback):
+    """Appends the learning rate of every step to `lrs`."""
+
+    def __init__(self, lrs: list[float]) -> None:
+        self.lrs = lrs
+
+    def on_batch_end(self, trainer, i, loss):
+        self.lrs.append(trainer.optimizer.param_groups[0]["lr"])
+
+
 def test_time_budget_anneals_the_schedule():
     """With max_seconds the one-cycle schedule follows the clock and ends annealed."""
-    lrs = []
-
-    class RecordLR(Callback):
-        def on_batch_end(self, trainer, i, loss):
-            lrs.append(trainer.optimizer.param_groups[0]["lr"])
-
+    lrs: list[float] = []
     batches = [(torch.randn(64, 32), torch.randint(0, 2, (64,)))] * 20
     cfg = TrainConfig(epochs=10_000, lr=1.0, schedule="onecycle", max_seconds=0.3, device="cpu")
-    trainer = Trainer(nn.Linear(32, 2), cfg, callbacks=[RecordLR()])
+    trainer = Trainer(nn.Linear(32, 2), cfg, callbacks=[RecordLR(lrs)])
     trainer.fit(batches)
     assert trainer.epoch < 10_000 and trainer.train_seconds == pytest.approx(0.3, abs=0.2)
     assert max(lrs) > 0.5 and lrs[-1] < 0.05  # warmed up, then annealed within the budget
@@ -100,15 +105,10 @@ def test_time_budget_anneals_the_schedule():
 
 def test_step_budget_stops_mid_epoch_and_anneals():
     """max_steps: exactly that many steps, the schedule ending annealed at the last one."""
-    lrs = []
-
-    class RecordLR(Callback):
-        def on_batch_end(self, trainer, i, loss):
-            lrs.append(trainer.optimizer.param_groups[0]["lr"])
-
+    lrs: list[float] = []
     batches = [(torch.randn(16, 8), torch.randint(0, 2, (16,)))] * 7
     cfg = TrainConfig(epochs=100, lr=1.0, schedule="onecycle", max_steps=30, device="cpu")
-    trainer = Trainer(nn.Linear(8, 2), cfg, callbacks=[RecordLR()])
+    trainer = Trainer(nn.Linear(8, 2), cfg, callbacks=[RecordLR(lrs)])
     history = trainer.fit(batches)
     assert trainer.global_step == 30 and len(history) == 5  # 4 whole epochs + 2 steps
     assert history[-1]["train_examples"] == 2 * 16

@@ -40,7 +40,7 @@ import matplotlib.pyplot as plt
 import torch
 from torch import nn
 
-from dlcamp.lm import lm_run, sample, scratch_matches_concise, tokens_per_second
+from dlcamp.lm import compare_lms, lm_run, sample, scratch_matches_concise
 from dlcamp.models import count_parameters, create_model
 from dlcamp.models.rnn import lstm_cell, rnn_cell
 from dlcamp.utils import is_quick
@@ -257,15 +257,9 @@ for seed, prompt in enumerate(("春风", "明月")):
 
 # %%
 STEPS = 60 if QUICK else 1000
-quotes = {}
-for name in ("rnn", "lstm"):
-    trainer, loaders, ppl = lm_run(name, "quotes-en", quick=QUICK, curves=False,
-                                   epochs=4 if QUICK else 1, max_steps=STEPS)
-    quotes[name] = (trainer, loaders, ppl)
-print(f"\nafter {STEPS} steps of batch 32 x 35 on quotes-en:")
-for name, (trainer, _, ppl) in quotes.items():
-    print(f"{name:5s} validation perplexity {ppl:6.2f}   {tokens_per_second(trainer):>8,.0f} tokens/s   "
-          f"{trainer.train_seconds:6.1f} s")
+print(f"after {STEPS} steps of batch 32 x 35 on quotes-en:")
+quotes = compare_lms(["rnn", "lstm"], "quotes-en", quick=QUICK, epochs=4 if QUICK else 1,
+                     max_steps=STEPS)
 
 # %% [markdown]
 # 同样的步数，LSTM 的困惑度更低（快速模式步数太少，两者还没拉开差距，甚至可能是 RNN 领先：

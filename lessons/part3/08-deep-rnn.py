@@ -34,7 +34,7 @@ import warnings
 import torch
 from torch import nn
 
-from dlcamp.lm import lm_run, sample, scratch_matches_concise, tokens_per_second
+from dlcamp.lm import compare_lms, sample, scratch_matches_concise
 from dlcamp.models import count_parameters, create_model
 from dlcamp.models.rnn import RecurrentScratch
 from dlcamp.utils import is_quick
@@ -180,13 +180,8 @@ assert same_eval and not torch.allclose(train_a, train_b)
 
 # %%
 budget = dict(epochs=4, max_steps=60) if QUICK else dict(epochs=10_000, max_seconds=60)
-runs = {}
-for name in ("lstm", "deep-lstm"):
-    runs[name] = lm_run(name, "quotes-en", quick=QUICK, curves=False, **budget)
-print(f"\nsame budget ({'60 steps' if QUICK else '60 s'}) on quotes-en:")
-for name, (trainer, _, ppl) in runs.items():
-    print(f"{name:10s} validation perplexity {ppl:6.2f}   {trainer.global_step:>5} steps   "
-          f"{tokens_per_second(trainer):>8,.0f} tokens/s")
+print(f"same budget ({'60 steps' if QUICK else '60 s'}) on quotes-en:")
+runs = compare_lms(["lstm", "deep-lstm"], "quotes-en", quick=QUICK, **budget)
 
 # %% [markdown]
 # 两层 LSTM 循环层的参数是一层的 2.6 倍（第二层的输入是 256 维，而不是 64 维），

@@ -92,3 +92,15 @@ def scratch_matches_concise(name: str, vocab_size: int = 50, batch_size: int = 4
     return {"logits": gap(l1, l2),
             "state": max(gap(a, b) for a, b in zip(s1, s2, strict=True)),
             "gradients": max(gap(p1[n].grad, p2[n].grad) for n in p1)}
+
+
+def compare_lms(names: list[str], corpus: str, quick: bool = False, log: Any = print,
+                **budget: Any) -> dict[str, tuple[Any, Any, float]]:
+    """Train each model on `corpus` under the same `budget` (steps or seconds) and print one
+    line each: validation perplexity, steps and tokens/s. Returns {name: (trainer, loaders,
+    val_ppl)}."""
+    runs = {name: lm_run(name, corpus, quick=quick, curves=False, **budget) for name in names}
+    for name, (trainer, _, ppl) in runs.items():
+        log(f"{name:10s} validation perplexity {ppl:6.2f}   {trainer.global_step:>5} steps   "
+            f"{tokens_per_second(trainer):>8,.0f} tokens/s   {trainer.train_seconds:6.1f} s")
+    return runs
