@@ -67,8 +67,7 @@ def time_dlcamp(model_name: str, cfg: TrainConfig, batch_size: int = 256, augmen
     Evaluation is not run; data loading is part of the timed loop, as it is in real training.
     """
     cfg = dataclasses.replace(cfg, epochs=1)
-    loaders = make_loaders("fashion-mnist", batch_size, channels_last=cfg.channels_last,
-                           augment=parse_augment(augment), seed=seed)
+    loaders = make_loaders("fashion-mnist", batch_size, augment=parse_augment(augment), seed=seed)
     torch.manual_seed(seed)
     trainer = Trainer(create_model(model_name), cfg)
     start = time.perf_counter()
@@ -81,7 +80,9 @@ def time_dlcamp(model_name: str, cfg: TrainConfig, batch_size: int = 256, augmen
     seconds = time.perf_counter() - start
     examples = min(len(loaders.train_set), len(Take(loaders.train, batches)) * batch_size)
     return {"examples": examples, "seconds": seconds, "examples_per_s": examples / seconds,
-            "warmup_seconds": warmup_seconds,
+            "warmup_seconds": warmup_seconds, "threads_used": trainer.speed.threads.value,
+            "precision": trainer.speed.precision.value,
+            "channels_last": trainer.speed.channels_last.value,
             "train_loss": history[-1]["train_loss"], "train_acc": history[-1]["train_acc"]}
 
 

@@ -27,16 +27,16 @@ from machine import matmul_peak
 
 
 def rows_to_run() -> list[dict]:
-    lenet = TrainConfig(epochs=1, lr=0.9, momentum=0.0)
+    lenet = TrainConfig(epochs=1, lr=0.9, momentum=0.0, precision="fp32", channels_last="off")
     cnn = make_config("cnn")
     return [
-        {"model": "lenet", "precision": "fp32", "cfg": lenet},
-        {"model": "lenet", "precision": "bf16 + channels_last",
-         "cfg": dataclasses.replace(lenet, bf16=True, channels_last=True)},
+        {"model": "lenet", "precision": "fp32 NCHW", "cfg": lenet},
+        {"model": "lenet", "precision": "auto",
+         "cfg": dataclasses.replace(lenet, precision="auto", channels_last="auto")},
         {"model": "cnn", "precision": "fp32", "augment": cnn.augment,
-         "cfg": dataclasses.replace(cnn.train, bf16=False, channels_last=False)},
-        {"model": "cnn", "precision": "bf16 + channels_last", "augment": cnn.augment,
-         "cfg": cnn.train},
+         "cfg": dataclasses.replace(cnn.train, precision="fp32")},
+        {"model": "cnn", "precision": "bf16", "augment": cnn.augment,
+         "cfg": dataclasses.replace(cnn.train, precision="bf16")},
     ]
 
 
@@ -63,9 +63,11 @@ def main() -> None:
                              args.batches, args.warmup)
         flops = counts[row["model"]]
         gflops = flops["train_flops"] * timing["examples_per_s"] / 1e9
-        peak = peaks["bfloat16" if row["cfg"].bf16 else "float32"]
+        peak = peaks["bfloat16" if timing["precision"] == "bf16" else "float32"]
+        layout = "NHWC" if timing["channels_last"] else "NCHW"
         results.append({
-            "model": row["model"], "precision": row["precision"],
+            "model": row["model"], "precision": f"{row['precision']}: {timing['precision']} "
+                                                  f"{layout}",
             "forward_mflop": flops["forward_flops"] / 1e6,
             "train_mflop": flops["train_flops"] / 1e6,
             "examples_per_s": timing["examples_per_s"], "gflops": gflops, "peak_gflops": peak,

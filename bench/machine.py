@@ -1,45 +1,54 @@
-"""What machine a benchmark ran on, and how fast its matrix multiply can go.
+"""What machine a benchmark ran on, how fast its matrix multiply can go, and the CPU kinds.
 
-    python bench/machine.py            # print the description and the fp32/bf16 matmul peaks
-    python bench/machine.py --quick    # smaller matrices, a fraction of a second each
+    python bench/machine.py              # the description, fp32/bf16 matmul peaks, both kinds
+    python bench/machine.py --quick      # smaller matrices, a fraction of a second each
 
 `describe()` goes into every results file; `matmul_peak()` is the yardstick of bench/flops.py.
+
+Two CPU kinds are measured on one machine (issue 12): `native`, and `avx2`, an emulated
+AVX2-only laptop: PyTorch's own kernels dispatch at AVX2 (ATEN_CPU_CAPABILITY=avx2) and oneDNN,
+which runs convolutions and matmuls, is capped at AVX2 (ONEDNN_MAX_CPU_ISA=AVX2), so no
+AVX-512 and no native bf16 reach the benchmark. `probe_kind()` checks that the cap really
+holds (oneDNN's own report of its ISA, PyTorch's dispatch level, bf16 vs fp32 matmul speed).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
+import subprocess
+import sys
 import time
 
 import torch
 
-CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
+from dlcamp.train.speed import SPEED_FLAGS, cpu_info
+
+KINDS: dict[str, dict[str, str]] = {
+    "native": {},
+    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
+}
+KIND_TITLES = {"native": "this CPU (native)", "avx2": "emulated AVX2-only laptop"}
 
 
-def _cpuinfo() -> tuple[str, set[str]]:
-    """CPU model name and feature flags from /proc/cpuinfo (Linux); empty elsewhere."""
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key == "model name":
-                    model = value.strip()
-                elif key == "flags":
-                    flags = set(value.split())
-                if model and flags and key == "":  # end of the first processor's block
-                    break
-    except OSError:
-        pass
-    return model, flags
+def kind_env(kind: str) -> dict[str, str]:
+    """The environment of a benchmark process of this CPU kind."""
+    if kind not in KINDS:
+        raise SystemExit(f"unknown CPU kind {kind!r}; choose {', '.join(KINDS)}")
+    env = {k: v for k, v in os.environ.items() if k not in KINDS["avx2"]}
+    return {**env, **KINDS[kind]}
+
+
+def current_kind() -> str:
+    """The kind this process runs as (from its environment)."""
+    return "avx2" if os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() == "AVX2" else "native"
 
 
 def describe() -> dict:
     """CPU, cores, versions and thread settings: enough to tell two result files apart."""
-    model, flags = _cpuinfo()
+    model, flags = cpu_info()
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
@@ -50,8 +59,10 @@ def describe() -> dict:
         "cpu": model,
         "logical_cores": os.cpu_count(),
         "usable_cores": usable,
-        "cpu_flags": {flag: flag in flags for flag in CPU_FLAGS},
+        "cpu_flags": {flag: flag in flags for flag in SPEED_FLAGS},
+        "kind": current_kind(),
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
         "torch_threads": torch.get_num_threads(),
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
@@ -82,8 +93,15 @@ def matmul_peak(dtype: torch.dtype = torch.float32, n: int = 2048, seconds: floa
 
     A square matmul is the fastest thing the CPU does, so its rate is the practical peak that
     a model's FLOP rate is compared with (2 n^3 FLOPs per call: one multiply and one add).
+    Where the dtype is emulated (bf16 without AVX512_BF16: under 1 GFLOP/s), n is lowered so
+    that one call takes at most about a second.
     """
     gen = torch.Generator().manual_seed(0)
+    small = torch.randn(256, 256, generator=gen).to(dtype)
+    start = time.perf_counter()
+    torch.matmul(small, small)
+    rate = 2 * 256**3 / max(time.perf_counter() - start, 1e-9)  # FLOP/s, a first guess
+    n = min(n, max(256, int((rate / 2) ** (1 / 3))))  # at most ~1 s per call
     a = torch.randn(n, n, generator=gen).to(dtype)
     b = torch.randn(n, n, generator=gen).to(dtype)
     out = torch.empty(n, n, dtype=dtype)
@@ -99,20 +117,62 @@ def matmul_peak(dtype: torch.dtype = torch.float32, n: int = 2048, seconds: floa
     return 2 * n**3 / best / 1e9
 
 
+_PROBE = """
+import json, torch
+from dlcamp.models import create_model
+from dlcamp.train.speed import plan_speed
+torch.nn.functional.conv2d(torch.randn(2, 3, 8, 8), torch.randn(4, 3, 3, 3))
+plan = plan_speed(torch.device("cpu"), create_model("cnn"), threads="1")
+print("PROBE" + json.dumps({"torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                            "auto_precision": plan.precision.value,
+                            "auto_reason": plan.precision.reason}))
+"""
+
+
+def probe_kind(kind: str, n: int = 1024, seconds: float = 0.5) -> dict:
+    """Run a small probe as CPU kind `kind`: the ISA oneDNN reports it uses (ONEDNN_VERBOSE),
+    PyTorch's dispatch level, dlcamp's automatic precision, and fp32/bf16 matmul GFLOP/s.
+
+    Raises SystemExit when the emulated AVX2 kind still sees AVX-512 (the emulation failed).
+    """
+    env = {**kind_env(kind), "ONEDNN_VERBOSE": "1"}
+    out = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True,
+                         text=True, check=True).stdout
+    isa = next((line.split("isa:", 1)[1].strip() for line in out.splitlines()
+                if ",info,cpu,isa:" in line), "unknown")
+    info = json.loads(next(line[5:] for line in out.splitlines() if line.startswith("PROBE")))
+    peaks = subprocess.run(
+        [sys.executable, __file__, "--peaks-json", "--n", str(n), "--seconds", str(seconds)],
+        env=kind_env(kind), capture_output=True, text=True, check=True).stdout
+    result = {"kind": kind, "env": KINDS[kind], "onednn_isa": isa, **info,
+              **json.loads(peaks.strip().splitlines()[-1])}
+    if kind == "avx2" and (result["torch_cpu_capability"] != "AVX2" or "512" in isa
+                           or "AMX" in isa):
+        raise SystemExit(f"the AVX2 emulation did not take: {result}")
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="512x512 matrices, 0.2 s each")
     parser.add_argument("--n", type=int, default=2048, help="matrix side (default 2048)")
     parser.add_argument("--seconds", type=float, default=2.0, help="time per dtype")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads before measuring")
+    parser.add_argument("--peaks-json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     n, seconds = (512, 0.2) if args.quick else (args.n, args.seconds)
+    peaks = {f"{str(d).removeprefix('torch.')}_gflops": matmul_peak(d, n, seconds)
+             for d in (torch.float32, torch.bfloat16)}
+    if args.peaks_json:
+        print(json.dumps(peaks))
+        return
     print(describe_markdown(describe()))
-    for dtype in (torch.float32, torch.bfloat16):
-        print(f"- matmul peak {str(dtype).removeprefix('torch.')}: "
-              f"{matmul_peak(dtype, n, seconds):,.1f} GFLOP/s (n={n})")
+    for key, value in peaks.items():
+        print(f"- matmul peak {key.split('_')[0]}: {value:,.1f} GFLOP/s (n<={n})")
+    for kind in KINDS:
+        print(f"- {kind}: {probe_kind(kind, 512 if args.quick else 1024)}")
 
 
 if __name__ == "__main__":

@@ -42,16 +42,17 @@ MODELS = [
 ]
 
 BOOK = dict(epochs=10, optimizer="sgd", momentum=0.0, nesterov=False, weight_decay=0.0,
-            schedule="constant", label_smoothing=0.0, bf16=False, channels_last=False,
+            schedule="constant", label_smoothing=0.0, precision="fp32",
             batch_size=256, augment="none")
 
 # dlcamp's recipe, the same for all three models: the `cnn` recipe's optimizer and schedule
 # (SGD with Nesterov momentum 0.9, lr 0.2, weight decay 5e-4, one-cycle with 25% warm-up,
-# bf16), with batch 1024, and without label smoothing or flip augmentation, which did not pay
-# off for these models in short trials. `epochs` is only an upper bound: the budget stops it.
+# precision chosen by the machine), with batch 1024, and without label smoothing or flip
+# augmentation, which did not pay off for these models in short trials. `epochs` is only an
+# upper bound: the budget stops it.
 RECIPE = dict(epochs=1000, optimizer="sgd", lr=0.2, momentum=0.9, nesterov=True,
               weight_decay=5e-4, schedule="onecycle", warmup=0.25, label_smoothing=0.0,
-              bf16=True, channels_last=False, batch_size=1024, augment="none")
+              batch_size=1024, augment="none")
 
 
 def wrap(text: str) -> str:

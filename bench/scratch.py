@@ -29,14 +29,14 @@ from machine import describe, describe_markdown
 ROOT = Path(__file__).resolve().parents[1]
 # One recipe for both engines: SGD with Nesterov momentum and a one-cycle schedule.
 RECIPE = dict(optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True, schedule="onecycle",
-              batch_size=256, bf16=False, channels_last=False, compile=False)
+              batch_size=256, precision="fp32", channels_last="off", compile=False)
 MODELS = {"mlp": "MLP 784-256-10", "lenet-modern": "LeNet (BN, ReLU, max pool)"}
 
 
 def trainer_for(model: str, engine: str, epochs: int, **extra: Any):
     settings = {**RECIPE, **extra}
     if engine == "scratch":  # PyTorch-only switches are refused by the scratch engine
-        settings = {k: v for k, v in settings.items() if k not in ("bf16", "channels_last",
+        settings = {k: v for k, v in settings.items() if k not in ("precision", "channels_last",
                                                                      "compile")}
     cfg = make_config(model, engine=engine, epochs=epochs, **settings)
     trainer, loaders, _ = build(cfg, None, progress=False, log=lambda _: None)

@@ -9,10 +9,12 @@ Rows (Fashion-MNIST, batch 256, only training is timed, evaluation is not run):
                  transforms.ToTensor(), DataLoader(shuffle=True, num_workers=4), plain SGD lr 0.9,
                  a per-batch Accumulator that calls float() on the loss and accuracy, fp32.
   lenet  dlcamp  make_loaders (whole split in memory as uint8, batched as tensors) + Trainer
-                 (SGD lr 0.9, no momentum): fp32 NCHW, then dlcamp's LeNet recipe
-                 (bf16 autocast + channels-last).
-  cnn    dlcamp  dlcamp's default model and recipe (augmentation, SGD+Nesterov, one-cycle),
-                 fp32, then the recipe's bf16 autocast + channels-last.
+                 (SGD lr 0.9, no momentum): fp32 NCHW, then dlcamp's LeNet recipe with the
+                 precision and layout that dlcamp chooses on this machine ("auto"), then the
+                 same with torch.compile.
+  cnn    dlcamp  dlcamp's default model and recipe (augmentation, SGD+Nesterov, one-cycle)
+                 in fp32 and in bf16 autocast (layout "auto"). Where bf16 is emulated, the bf16
+                 row times only --slow-batches batches: a whole epoch would take minutes.
 Rows are timed in turn, `--repeats` times (median reported), so that slow spells of a shared
 machine hit every row alike. Each row runs a few warm-up batches first. The speed-up column
 compares with the first row of the same model. Data loading is inside the timed loop for every
@@ -38,6 +40,7 @@ from dlcamp.data import files
 from dlcamp.data.datasets import FASHION_FILES
 from dlcamp.models import create_model
 from dlcamp.train import TrainConfig, make_config
+from dlcamp.train.speed import cpu_bf16
 
 BATCH = 256
 LENET_LR = 0.9
@@ -121,23 +124,23 @@ def time_book(batches: int | None, warmup: int, workers: int, seed: int = 0) -> 
 # --- the table ----------------------------------------------------------------------------
 
 def rows_to_run(workers: int) -> list[dict]:
-    lenet = TrainConfig(epochs=1, lr=LENET_LR, momentum=0.0)
-    lenet_recipe = make_config("lenet").train  # + channels_last + bf16
-    cnn = make_config("cnn")  # the registered recipe: bf16 + channels_last + augmentation
-    cnn_fp32 = dataclasses.replace(cnn.train, bf16=False, channels_last=False)
+    lenet = TrainConfig(epochs=1, lr=LENET_LR, momentum=0.0, precision="fp32",
+                        channels_last="off")
+    lenet_recipe = make_config("lenet").train  # precision and layout: "auto"
+    cnn = make_config("cnn")  # the registered recipe, speed switches on "auto"
     return [
         {"model": "lenet", "way": f"book train_ch6 (torchvision + DataLoader, {workers} workers)",
          "precision": "fp32", "run": "book"},
-        {"model": "lenet", "way": "dlcamp", "precision": "fp32", "cfg": lenet},
-        {"model": "lenet", "way": "dlcamp recipe", "precision": "bf16 + channels_last",
+        {"model": "lenet", "way": "dlcamp, fp32 NCHW", "precision": "fp32", "cfg": lenet},
+        {"model": "lenet", "way": "dlcamp recipe", "precision": "auto",
          "cfg": dataclasses.replace(lenet_recipe, epochs=1)},
-        {"model": "lenet", "way": "dlcamp recipe + torch.compile",
-         "precision": "bf16 + channels_last",
+        {"model": "lenet", "way": "dlcamp recipe + torch.compile", "precision": "auto",
          "cfg": dataclasses.replace(lenet_recipe, epochs=1, compile=True)},
         {"model": "cnn", "way": "dlcamp recipe (augmented)", "precision": "fp32",
-         "cfg": cnn_fp32, "augment": cnn.augment},
-        {"model": "cnn", "way": "dlcamp recipe (augmented)", "precision": "bf16 + channels_last",
-         "cfg": cnn.train, "augment": cnn.augment},
+         "cfg": dataclasses.replace(cnn.train, precision="fp32"), "augment": cnn.augment},
+        {"model": "cnn", "way": "dlcamp recipe (augmented)", "precision": "bf16",
+         "cfg": dataclasses.replace(cnn.train, precision="bf16"), "augment": cnn.augment,
+         "slow": True},
     ]
 
 
@@ -150,6 +153,8 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=4, help="DataLoader workers of the book row "
                    "(the book uses 4)")
     p.add_argument("--models", default="lenet,cnn", help="comma-separated: lenet, cnn")
+    p.add_argument("--slow-batches", type=int, default=20, help="batches of the bf16 row where "
+                   "bf16 is emulated (one epoch would take minutes; default 20)")
     args = p.parse_args()
     setup(args)
     batches, warmup = (4, 2) if args.quick else (args.batches, args.warmup)
@@ -162,12 +167,18 @@ def main() -> None:
             if row.get("run") == "book":
                 runs.append(time_book(batches, warmup, args.workers))
             else:
+                n = batches
+                if row.get("slow") and not cpu_bf16()[0]:  # emulated bf16: 5-10x slower
+                    n = min(n or args.slow_batches, args.slow_batches)
                 runs.append(time_dlcamp(row["model"], row["cfg"], BATCH,
-                                        row.get("augment", "none"), batches, warmup))
+                                        row.get("augment", "none"), n, warmup))
     results = []
     for row, runs in zip(rows, timings, strict=True):
         speed = statistics.median(r["examples_per_s"] for r in runs)
         result = {k: v for k, v in row.items() if k not in ("cfg", "run")}
+        if result["precision"] == "auto":
+            result["precision"] = f"auto: {runs[0]['precision']}"
+        result["layout"] = "NHWC" if runs[0].get("channels_last") else "NCHW"
         result.update(examples=runs[0]["examples"], examples_per_s=speed,
                       warmup_seconds=runs[0].get("warmup_seconds"),
                       seconds=runs[0]["examples"] / speed, runs=runs,
@@ -184,11 +195,23 @@ def main() -> None:
                                                 f"{group[0]['precision']}"
     markdown = markdown_table(results, [
         ("model", "model", ""), ("training loop", "way", ""), ("precision", "precision", ""),
-        ("examples", "examples", ","), ("seconds", "seconds", ".1f"),
+        ("layout", "layout", ""), ("examples", "examples", ","), ("seconds", "seconds", ".1f"),
         ("examples/s", "examples_per_s", ",.0f"), ("speed-up", "speedup", ".2f"),
         ("warm-up s (incl. compile)", "warmup_seconds", ".1f"),
         ("compared with", "vs", "")])
-    report(args, "throughput", results, markdown)
+    by = {(r["model"], r["way"].split(" (")[0], r["precision"].split(": ")[-1]): r
+          for r in results}
+    headline = {"lenet_book": results[0]["examples_per_s"] if results else None}
+    for r in results:
+        if r["model"] == "lenet" and r["way"] == "dlcamp recipe":
+            headline["lenet_recipe"] = r["examples_per_s"]
+            headline["lenet_recipe_vs_book"] = r["speedup"]
+        if r["model"] == "cnn":
+            headline[f"cnn_{r['precision']}"] = r["examples_per_s"]
+    if ("cnn", "dlcamp recipe", "fp32") in by and ("cnn", "dlcamp recipe", "bf16") in by:
+        headline["cnn_bf16_vs_fp32"] = (by[("cnn", "dlcamp recipe", "bf16")]["examples_per_s"]
+                                        / by[("cnn", "dlcamp recipe", "fp32")]["examples_per_s"])
+    report(args, "throughput", results, markdown, {"headline": headline})
 
 
 if __name__ == "__main__":

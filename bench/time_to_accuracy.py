@@ -1,6 +1,6 @@
 """Time to accuracy: dlcamp's default recipe (`cnn`) on Fashion-MNIST, epoch by epoch.
 
-    python bench/time_to_accuracy.py                      # the registered recipe
+    python bench/time_to_accuracy.py                      # the registered recipe, to 92%
     python bench/time_to_accuracy.py --max-seconds 300    # + best accuracy in 5 minutes
     python bench/time_to_accuracy.py --quick              # 1 epoch on a subset (smoke run)
 
@@ -55,7 +55,8 @@ def main() -> None:
     p.add_argument("--max-seconds", type=float, help="also run the recipe with this budget")
     p.add_argument("--budget-epochs", type=int, help="epochs of the budget run (default: as "
                    "many as fit in --max-seconds at the first run's speed)")
-    p.add_argument("--target", type=float, default=0.90, help="test accuracy target (0.90)")
+    p.add_argument("--target", type=float, default=0.92, help="test accuracy target (0.92, the "
+                   "bar of issue 12)")
     p.add_argument("--at-seconds", type=float, default=60.0,
                    help="report the accuracy reached within this much training time (60)")
     args = p.parse_args()
@@ -97,7 +98,13 @@ def main() -> None:
     markdown += (f"\n\nRecipe `{args.model}`: "
                  + ", ".join(f"{k}={v}" for k, v in recipe.items())
                  + (". Quick mode: 6,000 train / 2,000 test images." if args.quick else "."))
-    report(args, "time_to_accuracy", runs, markdown)
+    first = runs["recipe"]["summary"]
+    headline = {"time_to_target": first["time_to_target"],
+                "acc_at_seconds": first["acc_at_seconds"], "final_acc": first["final_acc"],
+                "total_seconds": first["total_seconds"],
+                "epochs": first["epochs_done"], "target": args.target,
+                "at_seconds": args.at_seconds}
+    report(args, "time_to_accuracy", runs, markdown, {"headline": headline})
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ def run_one(name: str, quick: bool) -> dict[str, Any]:
                   + (f" m {recipe.momentum:g}" if recipe.momentum and recipe.optimizer == "sgd"
                      else "")
                   + (f", {recipe.schedule}" if recipe.schedule != "constant" else "")
-                  + (", bf16" if recipe.bf16 else ""),
+                  + f", {trainer.speed.precision.value}",
         "test_acc": test["acc"], "train_seconds": trainer.train_seconds,
         "examples_per_s": examples / trainer.train_seconds,
         "params": count_parameters(trainer.model),

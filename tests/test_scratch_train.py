@@ -39,7 +39,8 @@ def test_cli_trains_with_the_scratch_engine_and_torch_evaluates_the_run(tmp_path
 
 @pytest.mark.parametrize("args,fragments", [
     (["--model", "resnet18"], ["scratch engine builds", "mlp", "--engine torch"]),
-    (["--model", "mlp", "--bf16"], ["--bf16", "float32"]),
+    (["--model", "mlp", "--precision", "bf16"], ["--precision bf16", "float32"]),
+    (["--model", "lenet", "--channels-last", "on"], ["--channels-last on", "float32"]),
     (["--model", "mlp", "--device", "cuda"], ["CPU"]),
     (["--model", "mlp", "--lr", "-1"], ["cannot build the sgd optimizer", "negative"]),
     (["--model", "mlp", "--optimizer", "adamw", "--lr", "-1"], ["adamw optimizer", "lr >= 0"]),

@@ -215,7 +215,7 @@ def test_existing_run_directory_is_not_overwritten(tmp_path):
 def test_bf16_autocast_trains():
     loaders = make_loaders("digits", 128)
     model = create_model("mlp", image_size=8)
-    trainer = Trainer(model, TrainConfig(epochs=3, lr=0.1, bf16=True, device="cpu"))
+    trainer = Trainer(model, TrainConfig(epochs=3, lr=0.1, precision="bf16", device="cpu"))
     history = trainer.fit(loaders.train, loaders.test)
     assert history[-1]["val_acc"] > 0.85
 
@@ -254,7 +254,7 @@ def test_compiled_model_trains_and_checkpoints_like_the_plain_one(tmp_path):
 
 def test_recipe_flip_is_not_applied_to_digits(tmp_path):
     lines = []
-    cfg = make_config("cnn", "digits", quick=True, epochs=1, bf16=False)
+    cfg = make_config("cnn", "digits", quick=True, epochs=1, precision="fp32")
     trainer, loaders, _ = build(cfg, None, progress=False, log=lines.append)
     assert cfg.augment == "flip" and loaders.train.augment is None
     assert any("no flip" in line for line in lines)

@@ -279,7 +279,8 @@ def test_book_config_is_a_complete_run():
     assert run.resize == 224 and run.model_kwargs == {"width": 1.0, "hidden": 4096,
                                                       "stem": "book", "init": "xavier"}
     assert run.train.lr == 0.01 and run.train.momentum == 0.0 and run.train.epochs == 10
-    assert run.augment == "none" and not run.train.bf16 and run.train.schedule == "constant"
+    assert run.augment == "none" and run.train.precision == "fp32"
+    assert run.train.schedule == "constant"
     assert _model_kwargs(run, (1, 28, 28), 10)["image_size"] == 224  # the model sees 224
 
 
@@ -290,9 +291,8 @@ def test_loader_resizes_whole_batches():
     data = ImageSet("toy", "train", images, torch.arange(10), ["c"] * 10, ["c"] * 10,
                     mean=0.5, std=0.25)
     plain = torch.cat([xb for xb, _ in TensorLoader(data, batch_size=4)])
-    big = torch.cat([xb for xb, _ in TensorLoader(data, batch_size=4, resize=24,
-                                                  channels_last=True)])
-    assert big.shape == (10, 1, 24, 24) and big.is_contiguous(memory_format=torch.channels_last)
+    big = torch.cat([xb for xb, _ in TensorLoader(data, batch_size=4, resize=24)])
+    assert big.shape == (10, 1, 24, 24)
     expected = F.interpolate(plain, size=(24, 24), mode="bilinear", align_corners=False)
     assert torch.allclose(big, expected, atol=1e-5)
     # bilinear upsampling interpolates: values stay within each image's range, means agree

@@ -21,7 +21,8 @@ def _train(args: argparse.Namespace) -> int:
             args.model, args.dataset, quick=args.quick or is_quick(), engine=args.engine,
             epochs=args.epochs,
             batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
-            schedule=args.schedule, weight_decay=args.weight_decay, bf16=args.bf16,
+            schedule=args.schedule, weight_decay=args.weight_decay, precision=args.precision,
+            channels_last=args.channels_last, threads=args.threads,
             augment=args.augment, device=args.device, seed=args.seed, patience=args.patience,
             max_seconds=args.max_seconds, max_steps=args.max_steps, compile=args.compile,
             num_steps=args.num_steps, token=args.token, sampling=args.sampling,
@@ -208,8 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--optimizer", choices=["sgd", "adam", "adamw"])
     t.add_argument("--schedule", choices=["constant", "onecycle", "cosine"])
     t.add_argument("--weight-decay", type=float)
-    t.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
-                   help="bfloat16 autocast (default: the model's recipe)")
+    t.add_argument("--precision", choices=["auto", "fp32", "bf16"],
+                   help="auto (default): bf16 autocast only where it is native (AVX512_BF16/AMX "
+                   "CPUs, recent GPUs), else fp32; `dlcamp doctor` shows the choice")
+    t.add_argument("--channels-last", choices=["auto", "on", "off"],
+                   help="NHWC memory layout for conv nets (auto: where it pays)")
+    t.add_argument("--threads", help="CPU threads: auto (default: the idle cores) or a number")
     t.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the model: a one-off compile (seconds to a minute), "
                    "then faster steps")

@@ -4,7 +4,7 @@
     count_flops(create_model("lenet"), (1, 28, 28))            # forward FLOPs of one example
     trainer, loaders = train_model(make_config("lenet", quick=True))  # build + fit
     histories_figure({"lenet": trainer.history})               # accuracy per epoch
-    rows = compare_models(["lenet", "resnet18"], seconds_each=60)
+    rows = compare_models(["lenet", "resnet18"], seconds_each=60)   # or steps_each=500
     print(rows_table(rows)); compare_figure(rows)
 
 FLOPs are counted by torch.utils.flop_counter.FlopCounterMode: convolutions and matrix
@@ -153,23 +153,31 @@ def lesson_run(name: str, quick: bool, steps: int = QUICK_STEPS
     return cfg, trainer, loaders, acc
 
 # -- equal time for every model ---------------------------------------------------------------
-def compare_models(names: Sequence[str], seconds_each: float, quick: bool = False,
+def compare_models(names: Sequence[str], seconds_each: float | None = None, quick: bool = False,
                    dataset: str = "fashion-mnist", log: Callable[[str], Any] = print,
-                   **overrides: Any) -> list[dict[str, Any]]:
-    """Train each registered model by its own recipe for `seconds_each` seconds, then test it.
+                   steps_each: int | None = None, **overrides: Any) -> list[dict[str, Any]]:
+    """Train each registered model by its own recipe for the same budget, then test it.
 
-    The clock ends training (the recipe's schedule is stretched over it, so every run has
-    annealed its learning rate by the end); evaluation is not part of the budget. `overrides`
-    go to every `make_config`. Returns one row per model: test accuracy and loss, training
-    seconds, examples seen, epochs, parameters, forward FLOPs per example, and the book's
-    published accuracy for the architecture (None where the book has none).
+    The budget is `seconds_each` seconds of training (the lessons' and benchmarks' equal-time
+    race: the recipe's schedule is stretched over the clock, so every run has annealed its
+    learning rate by the end; evaluation is not part of it) or `steps_each` optimiser steps
+    (the same result on a fast or a busy machine: what tests use). Give exactly one.
+    `overrides` go to every `make_config`. Returns one row per model: test accuracy and loss,
+    training seconds, examples seen, epochs, parameters, forward FLOPs per example, and the
+    book's published accuracy for the architecture (None where the book has none).
+    Raises ValueError for a missing, doubled or non-positive budget.
     """
-    if seconds_each <= 0:
+    if (seconds_each is None) == (steps_each is None):
+        raise ValueError("give exactly one budget: seconds_each or steps_each")
+    if seconds_each is not None and not seconds_each > 0:
         raise ValueError(f"seconds_each must be > 0, got {seconds_each}")
+    if steps_each is not None and steps_each < 1:
+        raise ValueError(f"steps_each must be >= 1, got {steps_each}")
+    budget = {"max_seconds": seconds_each} if seconds_each else {"max_steps": steps_each}
     rows = []
     for name in names:
         cfg = make_config(name, dataset, quick=quick,
-                          **{"epochs": BUDGET_EPOCHS, **overrides, "max_seconds": seconds_each})
+                          **{"epochs": BUDGET_EPOCHS, **overrides, **budget})
         trainer, loaders = train_model(cfg, test_every_epoch=False, curves=False,
                                        progress=False, log=lambda _: None)
         test = trainer.evaluate(loaders.test)

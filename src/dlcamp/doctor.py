@@ -5,24 +5,45 @@ from __future__ import annotations
 import os
 import platform
 import sys
-from pathlib import Path
+import time
 
 import torch
 
 from dlcamp.data.datasets import DATASETS
 from dlcamp.data.files import cache_dir, system_dir
+from dlcamp.models import create_model
+from dlcamp.train.speed import SPEED_FLAGS, THREADS_ENV, cpu_info, plan_speed
 from dlcamp.utils import pick_device, versions
 
 
-def cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
+def matmul_gflops(dtype: torch.dtype, n: int = 256, seconds: float = 0.05) -> float:
+    """GFLOP/s of an n x n matmul in `dtype` on the CPU, best of a few calls (a quick look,
+    not a benchmark: bench/machine.py measures the peak properly)."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    a @ b  # warm-up
+    best, deadline = float("inf"), time.perf_counter() + seconds
+    for _ in range(20):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+        if time.perf_counter() > deadline:
+            break
+    return 2 * n**3 / best / 1e9
+
+
+def speed_rows(device: torch.device) -> list[tuple[str, bool, str]]:
+    """What `dlcamp train` would choose here for a conv net, and a measured bf16/fp32 look."""
+    plan = plan_speed(device, create_model("cnn"))
+    layout = "on" if plan.channels_last.value else "off"
+    fp32, bf16 = matmul_gflops(torch.float32), matmul_gflops(torch.bfloat16)
+    return [
+        ("precision", True, f"{plan.precision.value} ({plan.precision.reason}); CPU matmul "
+         f"measured now: fp32 {fp32:,.1f}, bf16 {bf16:,.1f} GFLOP/s; override: --precision"),
+        ("channels-last", True, f"{layout} for conv nets ({plan.channels_last.reason}); "
+         "override: --channels-last"),
+        ("threads", True, f"{plan.threads.value} ({plan.threads.reason}); override: --threads N "
+         f"or {THREADS_ENV}=N"),
+    ]
 
 
 def checks() -> list[tuple[str, bool, str]]:
@@ -33,15 +54,17 @@ def checks() -> list[tuple[str, bool, str]]:
     rows.append(("torch", True, f"{v['torch']}, numpy {v['numpy']}, dlcamp {v['dlcamp']}"))
     rows.append(("cpu", True, f"{platform.machine()}, {os.cpu_count()} logical cores, "
                  f"torch uses {torch.get_num_threads()} threads"))
-    flags = cpu_flags()
-    bf16 = "avx512_bf16" in flags or "amx_bf16" in flags
-    rows.append(("bf16 on CPU", True, "fast (AVX-512 BF16/AMX): use --bf16" if bf16
-                 else "no native bf16 instructions: leave --bf16 off on the CPU"))
+    model, flags = cpu_info()
+    wanted = [f for f in SPEED_FLAGS if f in flags]
+    shown = ", ".join(wanted) or "none of " + "/".join(SPEED_FLAGS)
+    rows.append(("cpu flags", True, f"{model}: {shown}; PyTorch dispatch "
+                 f"{torch.backends.cpu.get_cpu_capability()}"))
     device = pick_device()
     detail = str(device)
     if device.type == "cuda":
         detail += f" ({torch.cuda.get_device_name(0)}, {torch.cuda.device_count()} GPU(s))"
     rows.append(("device", True, detail + "  (auto: CUDA, then MPS, then CPU)"))
+    rows += speed_rows(device)
     for name, spec in DATASETS.items():
         try:
             where = spec.locate()

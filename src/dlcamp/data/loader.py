@@ -25,8 +25,7 @@ class TensorLoader:
 
     def __init__(self, data: ImageSet, batch_size: int = 256, shuffle: bool = False,
                  device: torch.device | str = "cpu", drop_last: bool = False, seed: int = 0,
-                 augment: Augment | None = None, channels_last: bool = False,
-                 resize: int = 0) -> None:
+                 augment: Augment | None = None, resize: int = 0) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if resize < 0:
@@ -37,7 +36,7 @@ class TensorLoader:
         self.y = data.labels.to(self.device)  # (N,) int64
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.seed, self.epoch, self.augment = seed, 0, augment
-        self.channels_last, self.resize = channels_last, resize
+        self.resize = resize
         # Normalising x in [0, 255]: (x / 255 - mean) / std == x * scale + shift
         self.scale = 1.0 / (255.0 * data.std)
         self.shift = -data.mean / data.std
@@ -69,8 +68,6 @@ class TensorLoader:
                 # Per batch, on the device: the stored split stays small (uint8, original size).
                 xb = F.interpolate(xb, size=(self.resize, self.resize), mode="bilinear",
                                    align_corners=False, antialias=False)  # (B, C, R, R)
-            if self.channels_last:
-                xb = xb.contiguous(memory_format=torch.channels_last)
             yield xb, yb
 
 
@@ -107,7 +104,7 @@ class Loaders:
 
 def make_loaders(dataset: str, batch_size: int = 256, device: torch.device | str = "cpu",
                  quick: bool = False, seed: int = 0, augment: Augment | None = None,
-                 channels_last: bool = False, eval_batch_size: int = 1024,
+                 eval_batch_size: int = 1024,
                  resize: int = 0) -> Loaders:
     """Train (shuffled) and test loaders for a named dataset; quick mode keeps small subsets.
 
@@ -118,8 +115,7 @@ def make_loaders(dataset: str, batch_size: int = 256, device: torch.device | str
         train, test = train.subset(6000, seed), test.subset(2000, seed)
     return Loaders(
         TensorLoader(train, batch_size, shuffle=True, device=device, seed=seed,
-                     augment=augment, channels_last=channels_last, resize=resize),
-        TensorLoader(test, eval_batch_size, device=device, channels_last=channels_last,
-                     resize=resize),
+                     augment=augment, resize=resize),
+        TensorLoader(test, eval_batch_size, device=device, resize=resize),
         train, test,
     )

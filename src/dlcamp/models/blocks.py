@@ -18,7 +18,7 @@ BOOK_MIN_SIZE = 96  # stem="auto": the book's stem from this size up (the book u
 # With batch norm: dlcamp's default `cnn` recipe (SGD + Nesterov, one-cycle).
 BN_RECIPE = dict(batch_size=256, optimizer="sgd", lr=0.2, momentum=0.9, nesterov=True,
                  weight_decay=5e-4, schedule="onecycle", warmup=0.25, label_smoothing=0.1,
-                 bf16=True, channels_last=True, augment="flip")
+                 augment="flip")
 # Without batch norm (AlexNet, VGG, NiN, GoogLeNet) SGD at that pace stalls or diverges in
 # the first epoch; AdamW with a one-cycle warm-up trains all four.
 ADAMW_RECIPE = dict(BN_RECIPE, optimizer="adamw", lr=1e-3, weight_decay=0.05)

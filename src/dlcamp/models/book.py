@@ -48,8 +48,8 @@ def book_config(name: str) -> dict[str, Any]:
 
     Returns {"model", "section", "image_size", "model_kwargs", "book_test_acc", "recipe"};
     `recipe` is complete `make_config` overrides (it replaces every setting of dlcamp's CPU
-    recipe: no augmentation, no schedule, fp32), so `make_config(name, **recipe)` is the
-    book's run.
+    recipe: no augmentation, no schedule, fp32; only the memory layout stays automatic, as it
+    changes the speed, not the arithmetic), so `make_config(name, **recipe)` is the book's run.
     """
     if name not in _BOOK:
         raise UnknownName(f"the book trains no model called {name!r} on Fashion-MNIST; "
@@ -58,6 +58,6 @@ def book_config(name: str) -> dict[str, Any]:
     recipe = dict(model_kwargs=dict(kwargs), resize=size if size != 28 else 0, epochs=10, lr=lr,
                   batch_size=batch_size, optimizer="sgd", momentum=0.0, nesterov=False,
                   weight_decay=0.0, schedule="constant", label_smoothing=0.0, augment="none",
-                  bf16=False, channels_last=False)
+                  precision="fp32", channels_last="auto")
     return {"model": name, "section": section, "image_size": size,
             "model_kwargs": dict(kwargs), "book_test_acc": acc, "recipe": recipe}

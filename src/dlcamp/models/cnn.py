@@ -27,7 +27,7 @@ def bn_relu(channels: int) -> list[nn.Module]:
 @register_model("cnn", recipe=dict(epochs=6, batch_size=256, lr=0.2, optimizer="sgd",
                                    momentum=0.9, nesterov=True, weight_decay=5e-4,
                                    schedule="onecycle", warmup=0.25, label_smoothing=0.1,
-                                   bf16=True, channels_last=True, augment="flip"))
+                                   augment="flip"))
 def cnn(num_classes: int = 10, in_channels: int = 1, image_size: int = 28,
         widths: tuple[int, int, int] | list[int] = (16, 32, 64)) -> nn.Module:
     """Fast default CNN: five 3x3 convs, pool-then-BN-ReLU, three poolings, a linear head."""

@@ -17,10 +17,9 @@ def _lenet_flat_size(image_size: int) -> int:
 
 
 # The book trains it with plain SGD, lr 0.9, batch 256, 10 epochs (sigmoid needs a large step).
-# channels-last + bf16 autocast make its small convolutions and pooling ~2x faster on a CPU
-# (bench/throughput.py); --no-bf16 gives the book's fp32 numbers.
-@register_model("lenet", recipe=dict(epochs=10, lr=0.9, momentum=0.0, batch_size=256,
-                                     channels_last=True, bf16=True))
+# Precision and memory layout are chosen by the machine (dlcamp.train.speed); --precision fp32
+# gives the book's arithmetic everywhere.
+@register_model("lenet", recipe=dict(epochs=10, lr=0.9, momentum=0.0, batch_size=256))
 def lenet(num_classes: int = 10, in_channels: int = 1, image_size: int = 28) -> nn.Module:
     """Classic LeNet-5: sigmoid activations and average pooling (the book's chapter-6 model)."""
     side = _lenet_flat_size(image_size)
@@ -57,8 +56,7 @@ def lenet_modern(num_classes: int = 10, in_channels: int = 1, image_size: int = 
 
 # The book's BN-LeNet (ch. 8.5): plain SGD, lr 1.0, batch 256, 10 epochs; batch norm is what
 # lets sigmoid networks take such a large step.
-@register_model("lenet-bn", recipe=dict(epochs=10, lr=1.0, momentum=0.0, batch_size=256,
-                                        channels_last=True, bf16=True))
+@register_model("lenet-bn", recipe=dict(epochs=10, lr=1.0, momentum=0.0, batch_size=256))
 def lenet_bn(num_classes: int = 10, in_channels: int = 1, image_size: int = 28,
              scratch: bool = False) -> nn.Module:
     """The book's LeNet with batch norm after every conv and linear layer (sigmoid, avg pool).

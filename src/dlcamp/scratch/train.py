@@ -19,6 +19,7 @@ import torch
 from dlcamp.errors import BadArgument, UnknownName
 from dlcamp.scratch import nn, optim
 from dlcamp.scratch.tensor import Tensor, cross_entropy, no_grad
+from dlcamp.train.speed import Choice, SpeedPlan
 from dlcamp.train.trainer import TrainConfig, Trainer, make_optimizer
 
 
@@ -84,6 +85,10 @@ class ScratchTrainer(Trainer):
             raise BadArgument(f"the scratch engine runs on NumPy, on the CPU; got --device "
                               f"{cfg.device}")
         self.device = torch.device("cpu")
+        self.speed = SpeedPlan(
+            Choice("fp32", "fp32", "the scratch engine computes in float32 NumPy"),
+            Choice("off", False, "NumPy arrays in NCHW (im2col)"),
+            Choice("1", 1, "PyTorch waits on one thread while NumPy's BLAS computes"))
         self.model = model
         self.task = ClassificationMetrics()
         self.callbacks = list(callbacks)

@@ -25,6 +25,7 @@ from dlcamp.models.registry import model_accepts
 from dlcamp.train.callbacks import Checkpoint, CSVLogger, EarlyStopping, EpochLog, ProgressBar
 from dlcamp.train.checkpoint import check_same_model, load_checkpoint, load_weights
 from dlcamp.train.plot import PlotCurves
+from dlcamp.train.speed import machine_summary
 from dlcamp.train.trainer import TrainConfig, Trainer
 from dlcamp.utils import pick_device, seed_everything, versions
 
@@ -70,10 +71,12 @@ def make_config(model: str = "cnn", dataset: str = "fashion-mnist", quick: bool 
     overrides = {k: v for k, v in overrides.items() if v is not None}
     settings = {**model_recipe(model), **overrides}
     if engine == "scratch":
-        for key in ("bf16", "channels_last", "compile"):
-            if overrides.get(key):
-                raise BadArgument(f"--{key.replace('_', '-')} is a PyTorch setting; the scratch "
-                                  "engine computes in float32 NumPy")
+        pytorch_only = {"precision": ("auto", "fp32"), "channels_last": ("auto", "off"),
+                        "compile": (False,)}
+        for key, fine in pytorch_only.items():
+            if key in overrides and overrides[key] not in fine:
+                raise BadArgument(f"--{key.replace('_', '-')} {overrides[key]} is a PyTorch "
+                                  "setting; the scratch engine computes in float32 NumPy")
             settings.pop(key, None)
     if quick and "epochs" not in overrides:
         settings["epochs"] = min(settings.get("epochs", 2), 2)
@@ -151,7 +154,7 @@ def _image_data(cfg: RunConfig, device: Any, augment: str) -> tuple[Any, dict[st
                           f"{', '.join(text_corpora())}")
     loaders = make_loaders(cfg.dataset, cfg.batch_size, device, quick=cfg.quick,
                            seed=cfg.train.seed, augment=parse_augment(augment),
-                           channels_last=cfg.train.channels_last, resize=cfg.resize)
+                           resize=cfg.resize)  # the Trainer puts batches in its layout
     ds = loaders.train_set
     loaders.describe = f"{len(ds):,} train / {len(loaders.test_set):,} test"
     data = {"dataset": cfg.dataset, "classes": ds.classes, "classes_zh": ds.classes_zh,
@@ -189,7 +192,7 @@ def build(cfg: RunConfig, out: Path | None, progress: bool = True,
     else:
         model = create_model(cfg.model, **kwargs)
     meta = {"model": model.dlcamp_spec, "data": data, "config": cfg.to_dict(),
-            "versions": versions()}
+            "versions": versions(), "machine": machine_summary()}
     callbacks: list[Any] = [ProgressBar(disable=None if progress else True), EpochLog(log)]
     if out is not None:
         callbacks += [CSVLogger(out / "metrics.csv"),
@@ -202,11 +205,22 @@ def build(cfg: RunConfig, out: Path | None, progress: bool = True,
         trainer = ScratchTrainer(model, cfg.train, callbacks=callbacks)
     else:
         trainer = Trainer(model, cfg.train, callbacks=callbacks)
+    meta["speed"] = trainer.speed.to_dict()
     return trainer, loaders, meta
 
 
-def write_config(out: Path, cfg: RunConfig) -> None:
-    atomic_write_bytes(out / "config.json", json.dumps(cfg.to_dict(), indent=2).encode())
+def write_config(out: Path, cfg: RunConfig, speed: dict[str, Any] | None = None) -> None:
+    """config.json: the settings asked for, plus (`speed`) what "auto" chose on this machine
+    and why (ignored when the run is resumed: the machine decides again)."""
+    payload = {**cfg.to_dict(), **({"speed": speed, "machine": machine_summary()}
+                                   if speed else {})}
+    atomic_write_bytes(out / "config.json", json.dumps(payload, indent=2).encode())
+
+
+def log_speed(trainer: Trainer, log: Callable[[str], Any]) -> None:
+    """Print the speed plan: one line per switch with the reason for its value."""
+    for line in trainer.speed.describe().splitlines():
+        log(f"  {line}")
 
 
 def train_run(cfg: RunConfig, out: Path | None = None, force: bool = False,
@@ -214,10 +228,11 @@ def train_run(cfg: RunConfig, out: Path | None = None, force: bool = False,
     """Train a new run into `out` (default runs/<model>-<dataset>-<time>)."""
     out = prepare_run_dir(Path(out) if out else default_out(cfg), force)
     trainer, loaders, _ = build(cfg, out, progress, log)
-    write_config(out, cfg)
+    write_config(out, cfg, trainer.speed.to_dict())
     engine = " with the scratch engine (NumPy)" if cfg.engine == "scratch" else ""
     log(f"training {cfg.model}{engine} on {cfg.dataset} ({loaders.describe}) on "
         f"{trainer.device}; run directory {out}")
+    log_speed(trainer, log)
     trainer.fit(loaders.train, loaders.test)
     return trainer, out
 
@@ -238,7 +253,8 @@ def resume_run(run_dir: Path | str, epochs: int | None = None, progress: bool = 
     if cfg.engine == "torch":
         load_weights(trainer.model, ckpt["trainer"]["model"], str(out / "checkpoint.pt"))
     trainer.load_state_dict(ckpt["trainer"])
-    write_config(out, cfg)
+    write_config(out, cfg, trainer.speed.to_dict())
     log(f"resuming {out} after epoch {trainer.epoch} of {cfg.train.epochs}")
+    log_speed(trainer, log)
     trainer.fit(loaders.train, loaders.test)
     return trainer, out

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from dlcamp.errors import BadArgument
+from dlcamp.train.speed import SpeedPlan, num_threads, plan_speed
 from dlcamp.train.task import Classification, Task
 from dlcamp.utils import pick_device
 
@@ -31,8 +32,10 @@ class TrainConfig:
     schedule: str = "constant"    # constant | onecycle | cosine
     warmup: float = 0.2           # onecycle: fraction of all steps spent warming up
     label_smoothing: float = 0.0  # used when the Trainer builds the default Classification task
-    bf16: bool = False            # bfloat16 autocast (CPU with AVX-512 BF16 / AMX, or GPU)
-    channels_last: bool = False
+    # Speed switches (dlcamp.train.speed): "auto" decides by what the machine can do.
+    precision: str = "auto"       # auto | fp32 | bf16 (autocast; native on AVX512_BF16/AMX/GPU)
+    channels_last: str = "auto"   # auto | on | off
+    threads: str = "auto"         # auto (idle cores) | a number
     compile: bool = False         # torch.compile the model (a one-off compile, faster steps)
     grad_clip: float = 0.0        # 0: no clipping
     seed: int = 0
@@ -42,6 +45,12 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """From config.json; runs written before `precision` existed said `bf16: true|false`."""
+        d = dict(d)
+        if "bf16" in d and "precision" not in d:
+            d["precision"] = "bf16" if d["bf16"] else "fp32"
+        if isinstance(d.get("channels_last"), bool):
+            d["channels_last"] = "on" if d["channels_last"] else "off"
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
@@ -85,14 +94,21 @@ def lr_at(t: float, cfg: TrainConfig) -> float:
 
 
 class Trainer:
-    """Fit and evaluate a model. State (for checkpoints and resume) is `state_dict()`."""
+    """Fit and evaluate a model. State (for checkpoints and resume) is `state_dict()`.
+
+    Training runs in the precision, memory layout and thread count of `self.speed`
+    (dlcamp.train.speed.plan_speed, from the config's "auto" or explicit settings);
+    evaluation always computes in fp32, as `dlcamp evaluate` and the server do.
+    """
 
     def __init__(self, model: nn.Module, config: TrainConfig | None = None,
                  task: Task | None = None, callbacks: Iterable[Any] = ()) -> None:
         self.config = cfg = config or TrainConfig()
         self.device = pick_device(cfg.device)
+        self.speed: SpeedPlan = plan_speed(self.device, model, cfg.precision, cfg.channels_last,
+                                           cfg.threads)
         self.model = model.to(self.device)
-        if cfg.channels_last:
+        if self.speed.channels_last.value:
             self.model = self.model.to(memory_format=torch.channels_last)
         # The compiled wrapper shares the parameters; state_dict() stays on the plain model,
         # so checkpoints look the same with or without compilation.
@@ -133,11 +149,24 @@ class Trainer:
             return None
         return lr_at(t, self.config)
 
-    def autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.bf16)
+    def autocast(self, enabled: bool = True):
+        """bf16 autocast when the speed plan chose bf16 (and `enabled`), else a no-op."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16,
+                              enabled=enabled and self.speed.bf16)
+
+    def to_device(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """Move a batch to the device; images (4-d) in the layout of the speed plan."""
+        batch = tuple(part.to(self.device, non_blocking=True) for part in batch)
+        if self.speed.channels_last.value and batch and batch[0].dim() == 4:
+            batch = (batch[0].contiguous(memory_format=torch.channels_last), *batch[1:])
+        return batch
 
     # -- training -------------------------------------------------------------------------
     def fit(self, train_loader, val_loader=None) -> list[dict[str, float]]:
+        with num_threads(self.speed.threads.value):
+            return self._fit(train_loader, val_loader)
+
+    def _fit(self, train_loader, val_loader=None) -> list[dict[str, float]]:
         cfg = self.config
         self.total_steps = cfg.epochs * len(train_loader)
         if cfg.max_steps:
@@ -175,7 +204,7 @@ class Trainer:
             lr = self.next_lr(start)
             if lr is None:
                 break
-            batch = tuple(part.to(self.device, non_blocking=True) for part in batch)
+            batch = self.to_device(batch)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             with self.autocast():
@@ -196,15 +225,14 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, loader) -> dict[str, float]:
-        """Metrics of the task over a whole loader, in eval mode."""
+        """Metrics of the task over a whole loader, in eval mode and in fp32."""
         self.model.eval()
         sums: dict[str, torch.Tensor] = {}
-        for batch in loader:
-            batch = tuple(part.to(self.device, non_blocking=True) for part in batch)
-            with self.autocast():
-                _, batch_sums = self.task.step(self.step_model, batch)
-            for k, v in batch_sums.items():
-                sums[k] = sums[k] + v if k in sums else v.clone()
+        with num_threads(self.speed.threads.value):
+            for batch in loader:
+                _, batch_sums = self.task.step(self.step_model, self.to_device(batch))
+                for k, v in batch_sums.items():
+                    sums[k] = sums[k] + v if k in sums else v.clone()
         return self.task.summarize({k: float(v) for k, v in sums.items()})
 
     # -- state ----------------------------------------------------------------------------
