@@ -102,14 +102,16 @@ def wrk(url: str, script: Path, seconds: float, connections: int = 16) -> dict[s
 
 
 def bad_input_sweep(base: str, image: bytes) -> dict[str, Any]:
-    """Every malformed request of dlcamp.serve.badinput against the real server."""
+    """Every hard request of dlcamp.serve.badinput against the real server: malformed ones
+    (a 4xx expected) and unusual but valid images (200 expected)."""
     import http.client
 
-    from dlcamp.serve.badinput import malformed_requests
+    from dlcamp.serve.badinput import malformed_requests, unusual_images
 
     host, port = base.removeprefix("http://").split(":")
+    cases = malformed_requests(image) + unusual_images(image)
     statuses = []
-    for case in malformed_requests(image):
+    for case in cases:
         # http.client, not urllib: a server may answer 413 before the whole body is sent,
         # and the answer must still be read.
         conn = http.client.HTTPConnection(host, int(port), timeout=30)
@@ -129,7 +131,10 @@ def bad_input_sweep(base: str, image: bytes) -> dict[str, Any]:
         conn.close()
     with urllib.request.urlopen(f"{base}/healthz", timeout=5) as r:
         alive = r.status == 200
-    return {"requests": len(statuses), "4xx": sum(400 <= c < 500 for _, c in statuses),
+    expected = sum(case.status == c for case, (_, c) in zip(cases, statuses, strict=True))
+    return {"requests": len(statuses), "as_expected": expected,
+            "2xx": sum(200 <= c < 300 for _, c in statuses),
+            "4xx": sum(400 <= c < 500 for _, c in statuses),
             "5xx": sum(c >= 500 for _, c in statuses),
             "no_answer": sum(c == 0 for _, c in statuses), "alive_after": alive,
             "statuses": statuses}
@@ -205,8 +210,9 @@ def main() -> None:
         ("p99 ms", "p99_ms", ".1f"), ("requests", "requests", ","),
         ("non-2xx", "non_2xx", "d"), ("5xx", "errors_5xx", "d")])
     sweep_md = (f"Bad-input sweep against `dlcamp serve` (the real process): "
-                f"{sweep['requests']} malformed requests (dlcamp.serve.badinput), "
-                f"{sweep['4xx']} answered 4xx, {sweep['5xx']} answered 5xx, "
+                f"{sweep['requests']} hard requests (dlcamp.serve.badinput: malformed ones "
+                f"and unusual but valid images), {sweep['as_expected']} answered as expected, "
+                f"{sweep['2xx']} answered 2xx, {sweep['4xx']} 4xx, {sweep['5xx']} 5xx, "
                 f"{sweep['no_answer']} cut without an answer, server alive "
                 f"after: {sweep['alive_after']}. Statuses: "
                 + ", ".join(f"{n} {c}" for n, c in sweep["statuses"]) + ".")

@@ -12,22 +12,30 @@ import socket
 import subprocess
 import sys
 import time
+import tracemalloc
 import urllib.request
 
 import numpy as np
 import pytest
 import torch
 from fastapi.testclient import TestClient
-from PIL import Image
+from PIL import Image, ImageDraw, features
 
 from conftest import SERVE_IMAGES as N_IMAGES
 from dlcamp.data import load_dataset
 from dlcamp.data.datasets import ImageSet
 from dlcamp.data.loader import TensorLoader
 from dlcamp.serve.app import create_app
-from dlcamp.serve.badinput import malformed_requests
+from dlcamp.serve.badinput import encode, malformed_requests, png16, unusual_images
 from dlcamp.serve.export import export_onnx
 from dlcamp.serve.model import ServedModel
+from dlcamp.serve.preprocess import (
+    MAX_PIXELS,
+    Preprocess,
+    accepted_formats,
+    formats_sentence,
+    value_range,
+)
 from dlcamp.train.checkpoint import load_checkpoint, model_from_checkpoint
 from test_cli import assert_one_line_error, dlcamp
 
@@ -126,20 +134,138 @@ def test_phone_photos_get_the_same_answer(client, run_dir, test_images):
         assert same >= len(confident) - 1, (paper, same, len(confident))
 
 
-def test_bad_input_sweep_all_4xx_and_the_server_stays_up(client, test_images):
-    cases = malformed_requests(png(test_images[0][0]))
+def test_bad_input_sweep_4xx_unusual_images_200_server_stays_up(client, test_images):
+    good = png(test_images[0][0])
+    cases = malformed_requests(good)
     assert len(cases) >= 20
-    for case in cases:
+    for case in cases + unusual_images(good):
         headers = {"content-type": case.content_type} if case.content_type else {}
         response = client.post("/predict", content=case.body, headers=headers)
         assert response.status_code == case.status, (case.name, response.status_code,
                                                       response.text)
+        if case.status == 200:  # an unusual but valid image: an answer
+            assert len(response.json()["predictions"]) == 3, case.name
+            continue
         detail = response.json()["detail"]
         assert isinstance(detail, str) and len(detail) > 10, (case.name, detail)
     response = post_file(client, png(test_images[0][0]), params={"top_k": "many"})
     assert response.status_code == 422  # the query parameter is checked too
     assert client.get("/predict").status_code == 405
     assert client.get("/healthz").json()["status"] == "ok"
+
+
+def test_deep_images_are_scaled_not_clipped(client, test_images):
+    """16-bit, 32-bit and float images give the pixels and the answer of their 8-bit twin."""
+    pixels, _ = test_images
+    pre = Preprocess()
+    for eight in pixels[:6]:
+        deep = eight.astype(np.uint16) * 257  # (28, 28): v -> v * 257, 255 -> 65535
+        twins = {
+            "16-bit PNG": encode(Image.fromarray(deep)),
+            "16-bit grey + alpha PNG": png16(np.stack([deep, np.full_like(deep, 65535)], -1)),
+            "48-bit RGB PNG": png16(np.stack([deep] * 3, axis=-1)),
+            "16-bit TIFF": encode(Image.fromarray(deep), "TIFF"),
+            "32-bit integer TIFF": encode(Image.fromarray(deep.astype(np.int32)), "TIFF"),
+            "32-bit float TIFF": encode(Image.fromarray(eight.astype(np.float32) / 255), "TIFF"),
+        }
+        want = pre(png(eight))
+        for name, data in twins.items():
+            np.testing.assert_array_equal(pre(data), want, err_msg=name)
+        big_endian = Image.frombytes("I;16B", (28, 28), deep.astype(">u2").tobytes())
+        np.testing.assert_array_equal(pre.to_array(big_endian), want)
+    # scaled to 8 bits before shrinking: a bigger, non-square twin gives the same pixels too
+    big = Image.fromarray(pixels[1]).resize((70, 56), Image.Resampling.NEAREST)
+    deep_big = Image.fromarray(np.asarray(big).astype(np.uint16) * 257)
+    np.testing.assert_array_equal(pre(encode(deep_big)), pre(encode(big)))
+    answers = [post_file(client, data, params={"top_k": 10}).json()["predictions"]
+               for data in (png(pixels[0]), encode(Image.fromarray(pixels[0].astype(np.uint16)
+                                                                   * 257)))]
+    assert answers[0] == answers[1]
+
+
+def test_value_range_rule():
+    """What becomes 0 and 255: full scale for 16 bits, the image's own range otherwise."""
+    def image(values, dtype):
+        return Image.fromarray(np.array([values], dtype=dtype))
+
+    assert value_range(Image.new("L", (2, 2))) == (0, 255)
+    assert value_range(Image.new("I;16", (2, 2))) == (0, 65535)
+    assert value_range(image([0, 1000], np.int32)) == (0, 65535)  # 16-bit data in 32 bits
+    assert value_range(image([0, 70_000], np.int32)) == (0, 70_000)
+    assert value_range(image([-5, 10], np.int32)) == (-5, 10)
+    assert value_range(image([0.0, 0.5], np.float32)) == (0, 1)
+    assert value_range(image([-1.0, 3.0], np.float32)) == (-1, 3)
+    assert value_range(image([2.0, np.nan, 4.0, np.inf], np.float32)) == (2, 4)
+    assert value_range(image([5.0, 5.0], np.float32)) == (5, 6)  # constant: black
+    float_nan = np.zeros((28, 28), np.float32)
+    float_nan[8:20, 8:20], float_nan[0, 0] = 2.0, np.nan
+    assert Preprocess()(encode(Image.fromarray(float_nan), "TIFF")).max() == 255
+
+
+def test_extreme_shapes_and_huge_images_use_bounded_memory():
+    """The image is shrunk before numpy sees it: a 200,000 x 1 strip (a few hundred bytes of
+    PNG) is not padded to a 200,000-pixel square (40 GB before this was fixed), and a
+    24-megapixel photo of grey paper is not copied as float32 (216 MB before). tracemalloc
+    counts numpy's and Python's allocations; the sweep above sends the strips end to end."""
+    pre = Preprocess()
+    pre(png(np.zeros((3, 5), np.uint8)))  # imports and plugin registration: not counted
+    strip = np.zeros((1, 200_000), dtype=np.uint8)
+    strip[0, 80_000:120_000] = 255  # a bright segment in the middle fifth
+    paper = Image.new("L", (6000, MAX_PIXELS // 6000), 180)  # grey paper, at the pixel cap
+    ImageDraw.Draw(paper).rectangle((1500, 1000, 4500, 3000), fill=30)
+    for name, img in (("200000 x 1", Image.fromarray(strip)),
+                      ("1 x 200000", Image.fromarray(strip.T.copy())), ("paper", paper)):
+        data = encode(img)
+        tracemalloc.start()
+        try:
+            out = pre(data)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        decoded = img.width * img.height  # bytes of the decoded 8-bit image
+        # at most one copy of the decoded image, plus the PNG decoder's read buffers
+        assert peak < decoded + 256 * 1024, (name, peak, decoded)
+        assert out.shape == (28, 28) and out.dtype == np.uint8
+        lit_rows, lit_cols = np.nonzero(out.any(axis=1))[0], np.nonzero(out.any(axis=0))[0]
+        if name == "200000 x 1":  # a line across the middle, the segment in its middle
+            assert lit_rows.tolist() == [13] and 10 <= lit_cols.min() <= lit_cols.max() <= 17
+        elif name == "1 x 200000":
+            assert lit_cols.tolist() == [13] and 10 <= lit_rows.min() <= lit_rows.max() <= 17
+        else:  # the dark object, inverted and stretched onto a black background
+            assert out[0].max() == 0 and out[14, 14] == 255
+
+
+def test_base64_with_line_breaks_is_accepted(client, test_images):
+    data = png(test_images[0][3])
+    plain = client.post("/predict", json={"image": base64.b64encode(data).decode()})
+    lines = base64.encodebytes(data).decode()  # as the `base64` command: 76-character lines
+    assert lines.count("\n") > 2
+    for text in (lines, lines.replace("\n", "\r\n"), " " + lines.replace("\n", " \n\t ")):
+        response = client.post("/predict", json={"image": text})
+        assert response.json()["predictions"] == plain.json()["predictions"]
+    for garbage in (lines.replace("\n", "\n*", 1), lines + "!", lines.replace("\n", "\x0b")):
+        response = client.post("/predict", json={"image": garbage})
+        assert response.status_code == 400 and "base64" in response.json()["detail"]
+
+
+def test_messages_list_the_formats_this_pillow_decodes(client, test_images):
+    sentence = formats_sentence()
+    for name in ("PNG", "JPEG", "GIF", "BMP", "TIFF"):
+        assert name in sentence
+    assert ("WebP" in sentence) == features.check_module("webp")
+    assert ("AVIF" in sentence) == ("avif" in features.modules and features.check("avif"))
+    picture = Image.fromarray(test_images[0][0]).convert("RGB")
+    for fmt in accepted_formats():  # every format named really decodes
+        if fmt in Image.SAVE:
+            assert Preprocess()(encode(picture, fmt)).shape == (28, 28), fmt
+    cases = {"not an image": (b"hello, I am text", 415), "empty": (b"", 400),
+             "HEIC": (b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + bytes(64), 415),
+             "TGA": (encode(picture, "TGA"), 415)}
+    for name, (data, status) in cases.items():
+        response = post_file(client, data)
+        assert response.status_code == status, name
+        assert sentence in response.json()["detail"], name
+    assert "HEIC" in post_file(client, cases["HEIC"][0]).json()["detail"]
 
 
 def test_onnx_export_equals_pytorch_with_dynamic_batch(run_dir, test_images, tmp_path):

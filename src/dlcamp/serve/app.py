@@ -1,7 +1,8 @@
 """The HTTP app: POST an image, get the top-k labels; a web page to draw or upload one.
 
     POST /predict   multipart/form-data with a `file` field, or JSON {"image": "<base64>"}
-                    (optional "top_k"; `?top_k=` works for both) -> labels, probabilities, ms
+                    (line breaks allowed; optional "top_k"; `?top_k=` works for both)
+                    -> labels, probabilities, ms
     GET  /healthz   {"status": "ok", ...}
     GET  /          the page: draw on a canvas or choose a photo, see the answer
     GET  /docs      OpenAPI documentation (FastAPI)
@@ -27,10 +28,11 @@ from starlette.formparsers import MultiPartException
 
 from dlcamp.serve.batching import MicroBatcher
 from dlcamp.serve.model import ServedModel
-from dlcamp.serve.preprocess import ImageError
+from dlcamp.serve.preprocess import ImageError, formats_sentence
 
 MAX_BODY = 8 * 1024 * 1024  # bytes; a phone photo is 2-5 MB
 MAX_TOP_K = 100
+_WHITESPACE = b" \t\r\n"  # removed from base64 text before strict decoding
 
 
 def _error(status: int, detail: str) -> JSONResponse:
@@ -95,9 +97,10 @@ async def _image_bytes(request: Request, max_body: int) -> tuple[bytes, Any]:
         text = payload["image"]
         if text.startswith("data:") and "," in text:  # a data: URL from a browser canvas
             text = text.split(",", 1)[1]
-        try:
-            data = base64.b64decode(text, validate=True)
-        except (binascii.Error, ValueError) as e:
+        try:  # `base64` and encodebytes break lines (76 characters, \n or \r\n): join them
+            compact = text.encode("ascii").translate(None, _WHITESPACE)
+            data = base64.b64decode(compact, validate=True)  # anything else: 400
+        except (binascii.Error, ValueError) as e:  # (UnicodeEncodeError is a ValueError)
             raise ImageError(f'"image" is not valid base64: {e}') from e
         return data, payload.get("top_k")
     if not ctype:
@@ -130,7 +133,8 @@ def create_app(model: ServedModel, max_body: int = MAX_BODY, batching: bool = Fa
 
     @app.post("/predict", summary="Classify an image",
               description="multipart/form-data with a `file` field, or JSON "
-              '{"image": "<base64 PNG/JPEG>", "top_k": 3}.')
+              '{"image": "<base64 image>", "top_k": 3}; line breaks in the base64 are fine. '
+              f"Image formats: {formats_sentence()}.")
     async def predict(request: Request) -> JSONResponse:
         start = time.perf_counter()
         try:
