@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import corrupt_gz
+from dlcamp.cli import MAX_LENGTH, MAX_LINES, build_parser, main
 
 
 def dlcamp(*args: str, env: dict | None = None, check: bool = True, cwd: Path | None = None):
@@ -78,7 +80,7 @@ def test_train_then_evaluate_agree(tmp_path):
     (["train", "--resume", "nowhere"], ["not a run directory"]),
     (["evaluate", "nowhere/checkpoint.pt"], ["no checkpoint"]),
     (["train", "--model", "lenet", "--dataset", "digits", "--quick"], ["12x12"]),
-    (["train", "--model", "mlp", "--lr", "-1", "--quick"], ["sgd optimizer", "learning rate"]),
+    (["train", "--model", "mlp", "--lr", "-1", "--quick"], ["--lr", "finite number > 0"]),
 ])
 def test_bad_input_gives_one_readable_error(args, fragments, tmp_path):
     assert_one_line_error(dlcamp(*args, check=False, cwd=tmp_path), *fragments)
@@ -130,3 +132,157 @@ def test_killed_run_resumes(tmp_path):
     assert f"resuming {out} after epoch" in result.stdout
     rows = (out / "metrics.csv").read_text().splitlines()[1:]
     assert [int(r.split(",")[0]) for r in rows] == list(range(1, rows_before + 3))
+
+
+# --- numeric flags: a defined behaviour, or one error line that names the flag -------------
+
+@pytest.fixture(scope="session")
+def language_model(tmp_path_factory) -> Path:
+    """An LSTM trained for 3 steps on tang300: enough to run `dlcamp generate` with."""
+    out = tmp_path_factory.mktemp("lm") / "run"
+    dlcamp("train", "--model", "lstm", "--dataset", "tang300", "--quick", "--epochs", "1",
+           "--max-steps", "3", "--batch-size", "8", "--num-steps", "8", "--out", str(out))
+    return out
+
+
+def cli(capsys, *args: str) -> tuple[int, str, str]:
+    """`dlcamp ARGS` in this process: exit code, stdout, stderr. A traceback fails the test."""
+    try:
+        code = main(list(args))
+    except SystemExit as e:  # argparse refuses a flag, or prints --help
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_refused(code: int, err: str, flag: str) -> None:
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
+    assert flag in lines[0], lines[0]
+
+
+# (flag=value, accepted?): the edges of each range and the values floats hide (nan, inf)
+GENERATE_GRID = [
+    *[(f"--temperature={v}", False) for v in ("0", "-0.5", "-inf", "inf", "nan", "1e309", "hot")],
+    *[(f"--temperature={v}", True) for v in ("1e-300", "5e-324", "0.8", "1e308")],
+    *[(f"--top-k={v}", True) for v in ("0", "1", "100000", str(10**30))],
+    *[(f"--top-k={v}", False) for v in ("-1", "2.5", "nan")],
+    *[(f"--length={v}", True) for v in ("0", "7")],
+    *[(f"--length={v}", False) for v in ("-1", str(MAX_LENGTH + 1), str(10**18), "1e3")],
+    *[(f"--lines={v}", True) for v in ("1", "2")],
+    *[(f"--lines={v}", False) for v in ("0", "-4", str(MAX_LINES + 1))],
+    *[(f"--seed={v}", True) for v in ("0", str(2**32 - 1))],
+    *[(f"--seed={v}", False) for v in ("-1", str(2**32), "0.5")],
+    *[(f"--prompt={v}", False) for v in ("", "，。", "☃", "\x1b[31m")],
+    ("--prompt=明\n月", True),
+    ("--prompt=" + "明月" * 11, False),  # 22 characters: more than 4 lines of 5 hold
+]
+
+
+@pytest.mark.parametrize("arg,accepted", GENERATE_GRID, ids=[a for a, _ in GENERATE_GRID])
+def test_generate_flag_values(language_model, capsys, arg, accepted):
+    flag = arg.split("=")[0]
+    poem = ["--poem", "5"] if flag in ("--lines", "--prompt") else ["--poem", "off"]
+    code, out, err = cli(capsys, "generate", str(language_model), "--prompt", "明月",
+                         "--length", "5", "--seed", "1", *poem, arg)
+    if accepted:
+        assert code == 0 and out.strip() and not err, err
+    else:
+        assert_refused(code, err, flag)
+
+
+def test_generate_flag_edges_mean_what_help_says(language_model, capsys):
+    base = ["generate", str(language_model), "--prompt", "明月", "--poem", "off", "--length",
+            "30", "--seed", "3"]
+
+    def text(*extra: str) -> str:
+        code, out, err = cli(capsys, *base, *extra)
+        assert code == 0, err
+        return out
+
+    greedy = text("--greedy")
+    assert text("--temperature", "1e-300") == greedy  # tiny: always the likeliest token
+    assert text("--top-k", "1") == greedy
+    assert text("--top-k", "100000") == text("--top-k", "0")  # beyond the vocabulary: no limit
+    assert text("--length", "0") == "明月\n"
+    assert len(text("--temperature", "1e308")) == 2 + 30 + 1  # nearly uniform, still text
+    # With a space, argparse reads "-inf" as an option: refused too, in one line.
+    code, _, err = cli(capsys, *base, "--temperature", "-inf")
+    assert_refused(code, err, "--temperature")
+
+
+TRAIN, SERVE = ["train", "--quick"], ["serve", "nowhere"]
+
+
+@pytest.mark.parametrize("args", [
+    *[[*TRAIN, f"--lr={v}"] for v in ("nan", "inf", "-inf", "0", "-1", "1e400")],
+    *[[*TRAIN, f"--epochs={v}"] for v in ("0", "-1", "1.5")],
+    *[[*TRAIN, f"--batch-size={v}"] for v in ("0", "-8", "nan")],
+    *[[*TRAIN, f"--max-seconds={v}"] for v in ("nan", "inf", "-1")],
+    *[[*TRAIN, f"--grad-clip={v}"] for v in ("nan", "inf", "-0.5")],
+    *[[*TRAIN, f"--weight-decay={v}"] for v in ("nan", "-1e-4")],
+    *[[*TRAIN, f"--{flag}=-1"] for flag in ("max-steps", "patience", "num-steps", "seed")],
+    *[[*SERVE, f"--port={v}"] for v in ("0", "65536", "http")],
+    *[[*SERVE, f"--{flag}=0"] for flag in ("workers", "threads", "max-batch")],
+    *[[*SERVE, f"--max-wait-ms={v}"] for v in ("nan", "inf", "-1", "1e9")],
+], ids=lambda args: " ".join(args))
+def test_numeric_flags_refuse_impossible_values(args, capsys):
+    """Refused before anything runs: no training starts, no server binds a port."""
+    code, out, err = cli(capsys, *args)
+    assert_refused(code, err, args[-1].split("=")[0])
+    assert not out
+
+
+def test_numeric_flags_accept_their_documented_range():
+    train = build_parser().parse_args(
+        ["train", "--lr", "1e-4", "--epochs", "1", "--batch-size", "1", "--max-seconds", "0",
+         "--grad-clip", "0", "--max-steps", "0", "--patience", "0", "--seed", "0",
+         "--weight-decay", "0", "--num-steps", "1"])
+    assert (train.lr, train.epochs, train.batch_size, train.max_seconds, train.grad_clip,
+            train.max_steps, train.patience, train.seed) == (1e-4, 1, 1, 0, 0, 0, 0, 0)
+    serve = build_parser().parse_args(["serve", "m", "--port", "65535", "--max-wait-ms", "0",
+                                       "--max-batch", "1", "--workers", "2", "--threads", "1"])
+    assert (serve.port, serve.max_wait_ms, serve.max_batch) == (65535, 0.0, 1)
+
+
+@pytest.mark.parametrize("device", ["nope", "cuda:7"])
+def test_unusable_device_is_one_line(device, capsys, tmp_path):
+    code, _, err = cli(capsys, "train", "--model", "mlp", "--quick", "--device", device,
+                       "--out", str(tmp_path / "r"))
+    assert_refused(code, err, "--device")
+
+
+# --- pipes: `dlcamp ... | head -1` ----------------------------------------------------------
+
+PIPED = {"models": ["models"], "lessons": ["lessons", "list"],
+         "data": ["data", "info", "tang300"], "doctor": ["doctor"], "help": ["--help"],
+         "generate": ["generate", "RUN", "--prompt", "明月", "--length", "50", "--poem", "off"]}
+
+
+@pytest.mark.parametrize("name", PIPED)
+def test_a_reader_that_left_is_not_an_error(name, request):
+    """The reader closes the pipe before dlcamp writes (Python takes a second to start), so
+    the write must fail with EPIPE: dlcamp exits 0 without a traceback or a shutdown warning.
+    """
+    args = PIPED[name]
+    if name == "generate":
+        args = [str(request.getfixturevalue("language_model")) if a == "RUN" else a
+                for a in args]
+    proc = subprocess.Popen([sys.executable, "-m", "dlcamp", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**os.environ, "DLCAMP_QUIET": "1"})
+    proc.stdout.close()  # nobody reads any more: `| head -0`
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 0, err
+    assert "Traceback" not in err and "Exception ignored" not in err and not err.strip(), err
+
+
+def test_head_gets_the_first_line(language_model):
+    python = shlex.quote(sys.executable)
+    run = shlex.quote(str(language_model))
+    script = (f"set -o pipefail; {python} -m dlcamp lessons list | head -1; "
+              f"{python} -m dlcamp generate {run} --prompt 明月 --length 300 --poem off "
+              "| head -c 6")
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "DLCAMP_QUIET": "1"})
+    assert result.returncode == 0 and not result.stderr, result.stderr
+    assert result.stdout.split() == ["id", "quick", "full", "title", "明月"]

@@ -400,9 +400,35 @@ def test_sample_next_frequencies_match_softmax():
 
 def test_sample_next_bad_arguments():
     logits = torch.zeros(5)
-    for kwargs in ({"temperature": 0}, {"temperature": -1.0}, {"top_k": -1},
+    for kwargs in ({"temperature": 0}, {"temperature": -1.0}, {"temperature": math.inf},
+                   {"temperature": -math.inf}, {"temperature": math.nan}, {"top_k": -1},
                    {"banned": [0, 1, 2, 3, 4]}, {"allowed": []}, {"allowed": [9]}):
         with pytest.raises(ValueError):
             sample_next(logits, **kwargs)
     with pytest.raises(ValueError, match="shape"):
         sample_next(torch.zeros(2, 3, 4))
+    for bad in (math.nan, math.inf):  # a diverged model: said so, not a multinomial error
+        with pytest.raises(BadArgument, match="diverged"):
+            sample_next(torch.tensor([0.0, bad, 1.0]))
+
+
+@pytest.mark.parametrize("temperature", [1e-300, 5e-324, 1e-45, 1e-38, 1e-8])
+def test_sample_next_tiny_temperature_is_the_likeliest_token(temperature):
+    """No nan where float32 rounds the temperature to 0; exact ties share the draws."""
+    logits = torch.tensor([2.0, -1.0, 2.0, 1.9999, -math.inf, 0.5])
+    draws = sample_next(logits.expand(2000, 6), temperature=temperature, banned=[5],
+                        generator=torch.Generator().manual_seed(0))
+    counts = torch.bincount(draws, minlength=6)
+    assert set(draws.tolist()) == {0, 2} and 800 < counts[0] < 1200, counts
+
+
+@pytest.mark.parametrize("temperature", [1e4, 1e38, 1e39, 1e308])
+def test_sample_next_huge_temperature_is_uniform_over_the_tokens_left(temperature):
+    logits = torch.tensor([5.0, -3.0, 0.0, -math.inf, 1.0])
+    n = 20_000
+    draws = sample_next(logits.expand(n, 5), temperature=temperature, banned=[2],
+                        generator=torch.Generator().manual_seed(1))
+    freq = torch.bincount(draws, minlength=5).double() / n
+    assert freq[2] == freq[3] == 0
+    torch.testing.assert_close(freq[[0, 1, 4]], torch.full((3,), 1 / 3, dtype=torch.float64),
+                               atol=0.02, rtol=0)

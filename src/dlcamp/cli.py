@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
+from dlcamp.argtypes import OneLineParser, number, seed, whole
 from dlcamp.errors import BadArgument, DlcampError, UnknownName
 from dlcamp.utils import is_quick
+
+# generate: the most tokens (free text) and lines (poems) one command writes (10,000 tokens:
+# about 20 s on a laptop CPU). Generation prints at the end, so a typo like --length 10000000
+# would otherwise look like a hang.
+MAX_LENGTH, MAX_LINES = 10_000, 1_000
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -192,7 +199,7 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dlcamp", description="A deep-learning bootcamp that runs.")
+    p = OneLineParser(prog="dlcamp", description="A deep-learning bootcamp that runs.")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model; writes runs/<name>/")
@@ -203,12 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--engine", default="torch", choices=["torch", "scratch"],
                    help="torch (default), or scratch: dlcamp's NumPy engine (softmax, mlp, "
                    "lenet, lenet-modern; CPU)")
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--batch-size", type=int)
-    t.add_argument("--lr", type=float)
+    t.add_argument("--epochs", type=whole(1))
+    t.add_argument("--batch-size", type=whole(1))
+    t.add_argument("--lr", type=number(0, above=True))
     t.add_argument("--optimizer", choices=["sgd", "adam", "adamw"])
     t.add_argument("--schedule", choices=["constant", "onecycle", "cosine"])
-    t.add_argument("--weight-decay", type=float)
+    t.add_argument("--weight-decay", type=number(0))
     t.add_argument("--precision", choices=["auto", "fp32", "bf16"],
                    help="auto (default): bf16 autocast only where it is native (AVX512_BF16/AMX "
                    "CPUs, recent GPUs), else fp32; `dlcamp doctor` shows the choice")
@@ -221,12 +228,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--augment", help="none | flip | shift | flip+shift (default: the recipe's; "
                    "don't flip digits)")
     t.add_argument("--device", help="auto (default) | cpu | cuda | cuda:1 | mps")
-    t.add_argument("--seed", type=int)
-    t.add_argument("--patience", type=int, help="early stopping after N epochs without progress")
-    t.add_argument("--max-seconds", type=float, help="stop after this much training time")
-    t.add_argument("--max-steps", type=int, help="stop after this many steps (the schedule too)")
-    t.add_argument("--grad-clip", type=float, help="clip the gradient norm to this (0: off)")
-    t.add_argument("--num-steps", type=int, help="text: tokens per subsequence (BPTT length)")
+    t.add_argument("--seed", type=seed())
+    t.add_argument("--patience", type=whole(0),
+                   help="early stopping after N epochs without progress (0: off)")
+    t.add_argument("--max-seconds", type=number(0),
+                   help="stop after this much training time (0: no limit)")
+    t.add_argument("--max-steps", type=whole(0),
+                   help="stop after this many steps (the schedule too; 0: no limit)")
+    t.add_argument("--grad-clip", type=number(0), help="clip the gradient norm to this (0: off)")
+    t.add_argument("--num-steps", type=whole(1), help="text: tokens per subsequence (BPTT length)")
     t.add_argument("--token", choices=["char", "word"], help="text: tokenisation (default char)")
     t.add_argument("--sampling", choices=["sequential", "random"],
                    help="text: minibatch sampling (default sequential, state carried over)")
@@ -249,30 +259,36 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("generate", help="write text with a trained language model")
     g.add_argument("run", help="run directory or checkpoint of a language model")
     g.add_argument("--prompt", required=True, help="the start of the text, e.g. 床前")
-    g.add_argument("--length", type=int, default=100, help="tokens to add (free text)")
+    g.add_argument("--length", type=whole(0, MAX_LENGTH), default=100,
+                   help=f"tokens to add (free text; 0 to {MAX_LENGTH:,})")
     g.add_argument("--poem", default="auto", choices=["auto", "off", "5", "7"],
                    help="5 or 7 characters a line, ending in ，/。 in turn (auto: 5 for "
                    "models trained on tang300, else off)")
-    g.add_argument("--lines", type=int, default=4, help="poem lines (4: a quatrain)")
-    g.add_argument("--temperature", type=float, default=0.8,
-                   help="< 1: safer choices, > 1: more surprising ones")
-    g.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest (0: all)")
+    g.add_argument("--lines", type=whole(1, MAX_LINES), default=4,
+                   help=f"poem lines (4: a quatrain; 1 to {MAX_LINES:,})")
+    g.add_argument("--temperature", default=0.8,
+                   type=number(0, above=True, note="; use --greedy for always the likeliest "
+                               "token"),
+                   help="a finite number > 0 (default 0.8). < 1: safer choices, > 1: more "
+                   "surprising ones; tiny: nearly greedy, huge: nearly uniform")
+    g.add_argument("--top-k", type=whole(0, note="; 0: no limit"), default=0,
+                   help="sample among the k likeliest (0, or more than the vocabulary: all)")
     g.add_argument("--greedy", action="store_true", help="always the likeliest next token")
-    g.add_argument("--seed", type=int, help="for a repeatable sample")
+    g.add_argument("--seed", type=seed(), help="for a repeatable sample")
     g.set_defaults(func=_generate)
 
     sv = sub.add_parser("serve", help="serve an image classifier over HTTP (POST /predict)")
     sv.add_argument("model", help="run directory, checkpoint, or .onnx file from `dlcamp export`")
     sv.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only)")
-    sv.add_argument("--port", type=int, default=8000)
-    sv.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
-    sv.add_argument("--threads", type=int,
+    sv.add_argument("--port", type=whole(1, 65535), default=8000)
+    sv.add_argument("--workers", type=whole(1), default=1, help="server processes (default 1)")
+    sv.add_argument("--threads", type=whole(1),
                     help="compute threads per worker (default: all cores; 1 with --workers > 1)")
     sv.add_argument("--batching", action=argparse.BooleanOptionalAction, default=True,
                     help="micro-batching: concurrent requests share one forward pass")
-    sv.add_argument("--max-batch", type=int, default=32)
-    sv.add_argument("--max-wait-ms", type=float, default=2.0,
-                    help="how long a request may wait for others to join its batch")
+    sv.add_argument("--max-batch", type=whole(1), default=32)
+    sv.add_argument("--max-wait-ms", type=number(0, high=1000), default=2.0,
+                    help="how long a request may wait for others to join its batch (0 to 1000)")
     sv.set_defaults(func=_serve)
 
     ex = sub.add_parser("export", help="export a checkpoint (ONNX, dynamic batch)")
@@ -310,6 +326,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; errors are one `error:` line on stderr and exit code 2.
+
+    A reader that stops early (`dlcamp models | head -1`) is not an error: no traceback, and
+    exit code 0 (or the command's own when it had finished, e.g. doctor's 1).
+    """
+    code = 0
+    try:
+        try:
+            code = _run(argv)
+        finally:
+            sys.stdout.flush()  # a closed pipe shows up here, not at the interpreter's exit
+    except BrokenPipeError:
+        _discard_stdout()
+    return code
+
+
+def _run(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "data" and args.action == "fetch" and args.name is None:
         args.name = "fashion-mnist"
@@ -319,9 +352,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\ninterrupted. The last finished epoch is saved: continue with "
-              "`dlcamp train --resume RUN_DIR`.", file=sys.stderr)
+        resume = (" The last finished epoch is saved: continue with `dlcamp train --resume "
+                  "RUN_DIR`." if args.command == "train" else "")
+        print(f"\ninterrupted.{resume}", file=sys.stderr)
         return 130
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null: what is still buffered goes nowhere, and the interpreter's
+    final flush cannot print "Exception ignored ... BrokenPipeError" any more."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout without a file descriptor (captured in a test)
+        pass
 
 
 if __name__ == "__main__":

@@ -45,8 +45,8 @@ def _encode_prompt(vocab: Vocab, prompt: str, token: str) -> list[int]:
     unknown = [t for t in tokens if vocab[t] == vocab.unk]
     if unknown:
         raise BadArgument(f"the prompt has tokens the model never saw in training: "
-                          f"{''.join(unknown) if token == 'char' else unknown}. "
-                          "Use others (the vocabulary is in the checkpoint).")
+                          f"{''.join(unknown) if token == 'char' else unknown!r}. "
+                          "Use others in --prompt (the vocabulary is in the checkpoint).")
     return [vocab[t] for t in tokens]
 
 
@@ -68,7 +68,11 @@ class _Stepper:
 def generate(model: nn.Module, vocab: Vocab, prompt: str, length: int = 100,
              temperature: float = 1.0, top_k: int = 0, greedy: bool = False,
              seed: int | None = None, token: str = "char") -> str:
-    """The prompt followed by `length` sampled tokens."""
+    """The prompt followed by `length` sampled tokens.
+
+    Raises BadArgument for a negative length, an empty prompt or one with tokens the model
+    never saw, and for sampling settings that `sample_next` refuses.
+    """
     if length < 0:
         raise BadArgument(f"length must be >= 0, got {length}")
     ids = _encode_prompt(vocab, prompt, token)
@@ -92,6 +96,8 @@ def generate_poem(model: nn.Module, vocab: Vocab, prompt: str, chars_per_line: i
     """A poem of `lines` lines of `chars_per_line` characters, one couplet per output line.
 
     The prompt starts the first line; punctuation in it is skipped (the shape decides it).
+    Raises BadArgument when the vocabulary has no "，"/"。", or the prompt has no character
+    left once its punctuation is skipped, or more than the poem holds.
     """
     if chars_per_line < 1 or lines < 1:
         raise BadArgument("a poem needs at least one line of at least one character")
@@ -100,6 +106,13 @@ def generate_poem(model: nn.Module, vocab: Vocab, prompt: str, chars_per_line: i
         raise BadArgument(f"this model's vocabulary has no {''.join(missing)}: poem mode needs "
                           "a model trained on poems (tang300). Use --poem off.")
     ids = _encode_prompt(vocab, prompt, "char")
+    chars = sum(vocab.idx_to_token[i] not in PUNCTUATION for i in ids)
+    if chars == 0:
+        raise BadArgument(f"the prompt {prompt!r} is only punctuation, which poem mode "
+                          "decides itself: start with a character, e.g. --prompt 床前")
+    if chars > chars_per_line * lines:
+        raise BadArgument(f"the prompt has {chars} characters, more than {lines} lines of "
+                          f"{chars_per_line} hold: use a shorter --prompt or more --lines")
     no_char = [i for i, t in enumerate(vocab.idx_to_token) if t in PUNCTUATION] + [vocab.unk]
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
     stepper = _Stepper(model)

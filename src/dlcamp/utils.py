@@ -9,18 +9,33 @@ import random
 import numpy as np
 import torch
 
+from dlcamp.errors import BadArgument
+
 
 def pick_device(preference: str = "auto") -> torch.device:
-    """'auto' picks CUDA, then Apple's MPS, then the CPU; anything else is used as given."""
+    """'auto' picks CUDA, then Apple's MPS, then the CPU; anything else is used as given.
+
+    Raises BadArgument for a name torch does not know, or a GPU this machine does not have.
+    """
+    mps = getattr(torch.backends, "mps", None)
+    has_mps = mps is not None and mps.is_available()
     if preference != "auto":
-        device = torch.device(preference)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError("--device cuda was asked for, but no CUDA GPU is visible to torch")
+        try:
+            device = torch.device(preference)
+        except (RuntimeError, TypeError) as e:
+            raise BadArgument(f"unknown --device {preference!r}; use auto, cpu, cuda, cuda:1 "
+                              "or mps") from e
+        if device.type == "cuda" and (not torch.cuda.is_available()
+                                      or (device.index or 0) >= torch.cuda.device_count()):
+            raise BadArgument(f"--device {preference} was asked for, but torch sees "
+                              f"{torch.cuda.device_count()} CUDA GPU(s); use --device auto")
+        if device.type == "mps" and not has_mps:
+            raise BadArgument("--device mps was asked for, but Apple's MPS is not available; "
+                              "use --device auto")
         return device
     if torch.cuda.is_available():
         return torch.device("cuda")
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
+    if has_mps:
         return torch.device("mps")
     return torch.device("cpu")
 

@@ -28,6 +28,25 @@ def get_rng() -> np.random.Generator:
     return _rng
 
 
+def get_rng_state() -> dict:
+    """The generator's state as plain dicts, strings and ints: a checkpoint can hold it."""
+    return _rng.bit_generator.state
+
+
+def set_rng_state(state: dict) -> None:
+    """Continue the random stream where `get_rng_state()` was taken (a resumed run).
+
+    Raises CheckpointError when `state` is not the state of this engine's generator.
+    """
+    global _rng
+    try:
+        rng = np.random.default_rng()
+        rng.bit_generator.state = state
+    except (TypeError, ValueError, KeyError) as e:
+        raise CheckpointError(f"not a state of the scratch engine's random generator: {e}") from e
+    _rng = rng
+
+
 class Parameter(Tensor):
     """A tensor that a Module owns and an optimiser updates: it always requires a gradient."""
 

@@ -141,7 +141,11 @@ class ScratchTrainer(Trainer):
         return {"loss": loss_sum / max(n, 1), "acc": correct / max(n, 1)}
 
     def state_dict(self) -> dict[str, Any]:
-        """Plain tensors, numbers and strings: loads with torch.load(weights_only=True)."""
+        """Plain tensors, numbers, strings and dicts: loads with torch.load(weights_only=True).
+
+        "rng" holds torch's generator state and the engine's (dropout masks), so a resumed
+        run draws the masks an uninterrupted one would have drawn.
+        """
         opt = self.optimizer.state_dict()
         return {
             "engine": "scratch",
@@ -152,7 +156,7 @@ class ScratchTrainer(Trainer):
                                     for s in opt["state"]]},
             "epoch": self.epoch, "global_step": self.global_step,
             "train_seconds": self.train_seconds, "history": self.history,
-            "rng": {"torch": torch.get_rng_state()},
+            "rng": {"torch": torch.get_rng_state(), "scratch": nn.get_rng_state()},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -167,3 +171,5 @@ class ScratchTrainer(Trainer):
         self.epoch, self.global_step = state["epoch"], state["global_step"]
         self.train_seconds, self.history = state["train_seconds"], list(state["history"])
         torch.set_rng_state(state["rng"]["torch"])
+        if "scratch" in state["rng"]:  # checkpoints before it was saved resume with a new stream
+            nn.set_rng_state(state["rng"]["scratch"])

@@ -73,16 +73,24 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0,
 
     Tokens in `banned`, or not in `allowed`, get probability 0 first. Then `greedy` takes
     the argmax; otherwise a token is drawn from softmax(logits / temperature), keeping only
-    the `top_k` largest logits when top_k > 0.
+    the `top_k` largest logits when 0 < top_k < V (0, or V and more: no limit).
+
+    Any finite temperature > 0 works: a tiny one draws among the likeliest tokens only (ties
+    shared evenly), a huge one nearly uniformly among the tokens left.
+    Raises BadArgument for a temperature that is not a finite number > 0, a negative top_k,
+    logits of another shape or holding nan or +inf, and when no token is left to choose.
     """
-    if not temperature > 0:
-        raise BadArgument(f"temperature must be > 0 (use greedy=True for argmax), "
-                          f"got {temperature}")
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise BadArgument(f"temperature must be a finite number > 0 (use greedy=True for the "
+                          f"argmax), got {temperature}")
     if top_k < 0:
         raise BadArgument(f"top_k must be >= 0 (0: no limit), got {top_k}")
     if logits.dim() not in (1, 2):
         raise BadArgument(f"logits must be (V,) or (B, V), got shape {tuple(logits.shape)}")
     x = logits.detach().float().reshape(-1, logits.shape[-1]).clone()  # (B, V): ours to edit
+    if bool((x.isnan() | (x == math.inf)).any()):
+        raise BadArgument("the logits hold nan or +inf: the model's weights have diverged; "
+                          "train it again (a smaller learning rate, or gradient clipping)")
     vocab_size = x.shape[-1]
     if allowed is not None:
         keep = torch.zeros(vocab_size, dtype=torch.bool, device=x.device)
@@ -98,8 +106,13 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0,
         if 0 < top_k < vocab_size:
             top = x.topk(top_k, dim=-1).indices  # (B, k): exactly k, even with ties
             x = torch.full_like(x, -math.inf).scatter(-1, top, x.gather(-1, top))
-        # Subtracting the max first keeps x / temperature finite for tiny temperatures.
-        x = (x - x.max(dim=-1, keepdim=True).values) / temperature
+        # After subtracting the max, x <= 0: x / t is 0 for the likeliest tokens and a
+        # negative number or -inf for the others, never nan, as long as t is a positive
+        # float32. Clamped to float32's range, a temperature of 1e-300 (or 1e308) does not
+        # round to 0 (or inf), where 0 / 0 (or -inf / inf) would be nan.
+        finfo = torch.finfo(x.dtype)
+        t = min(max(float(temperature), finfo.tiny), finfo.max)
+        x = (x - x.max(dim=-1, keepdim=True).values) / t
         probs = torch.softmax(x, dim=-1)  # (B, V)
         if generator is not None:
             probs = probs.to(generator.device)

@@ -60,7 +60,11 @@ class TrainConfig:
 
 def make_optimizer(params: Iterable[Any], cfg: TrainConfig, library: Any = torch.optim) -> Any:
     """The optimiser `cfg` names, from torch.optim (or another `library` with the same classes:
-    dlcamp.scratch.optim). Impossible settings (a negative lr) give a BadArgument."""
+    dlcamp.scratch.optim). Impossible settings (a negative lr) give a BadArgument, and so do
+    nan and inf, which the optimisers themselves accept and then train on silently."""
+    if not (math.isfinite(cfg.lr) and math.isfinite(cfg.weight_decay)):
+        raise BadArgument(f"lr and weight_decay must be finite numbers, got {cfg.lr} and "
+                          f"{cfg.weight_decay}")
     try:
         if cfg.optimizer == "sgd":
             return library.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
