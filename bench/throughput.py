@@ -15,6 +15,8 @@ Rows (Fashion-MNIST, batch 256, only training is timed, evaluation is not run):
   cnn    dlcamp  dlcamp's default model and recipe (augmentation, SGD+Nesterov, one-cycle)
                  in fp32 and in bf16 autocast (layout "auto"). Where bf16 is emulated, the bf16
                  row times only --slow-batches batches: a whole epoch would take minutes.
+The book's rows run in a fresh process each time, with PyTorch's and glibc's defaults, as the
+book's code would: dlcamp's Trainer tunes the process (dlcamp.train.speed.keep_freed_memory).
 Rows are timed in turn, `--repeats` times (median reported), so that slow spells of a shared
 machine hit every row alike. Each row runs a few warm-up batches first. The speed-up column
 compares with the first row of the same model. Data loading is inside the timed loop for every
@@ -23,10 +25,14 @@ row (the book's own timer leaves it out, which hides most of the cost of the Dat
 
 from __future__ import annotations
 
+import argparse
 import copy
 import dataclasses
 import itertools
+import json
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -121,6 +127,13 @@ def time_book(batches: int | None, warmup: int, workers: int, seed: int = 0) -> 
             "train_loss": metric[0] / n, "train_acc": metric[1] / n}
 
 
+def book_in_own_process(batches: int | None, warmup: int, workers: int) -> dict:
+    """`time_book` in a fresh Python process (its DataLoader forks workers, as on Linux)."""
+    out = subprocess.run([sys.executable, __file__, "--book-json", json.dumps(
+        [batches, warmup, workers])], capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 # --- the table ----------------------------------------------------------------------------
 
 def rows_to_run(workers: int) -> list[dict]:
@@ -155,7 +168,11 @@ def main() -> None:
     p.add_argument("--models", default="lenet,cnn", help="comma-separated: lenet, cnn")
     p.add_argument("--slow-batches", type=int, default=20, help="batches of the bf16 row where "
                    "bf16 is emulated (one epoch would take minutes; default 20)")
+    p.add_argument("--book-json", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.book_json:  # the child of book_in_own_process
+        print(json.dumps(time_book(*json.loads(args.book_json))))
+        return
     setup(args)
     batches, warmup = (4, 2) if args.quick else (args.batches, args.warmup)
     models = args.models.split(",")
@@ -164,8 +181,8 @@ def main() -> None:
     timings: list[list[dict]] = [[] for _ in rows]
     for _ in range(args.repeats):  # interleaved, so slow spells of a shared machine hit all rows
         for row, runs in zip(rows, timings, strict=True):
-            if row.get("run") == "book":
-                runs.append(time_book(batches, warmup, args.workers))
+            if row.get("run") == "book":  # its own process: PyTorch and glibc as they start
+                runs.append(book_in_own_process(batches, warmup, args.workers))
             else:
                 n = batches
                 if row.get("slow") and not cpu_bf16()[0]:  # emulated bf16: 5-10x slower

@@ -81,3 +81,45 @@ def test_unknown_argument_is_named():
 def test_lenet_refuses_too_small_images():
     with pytest.raises(ValueError, match="12x12"):
         create_model("lenet", image_size=8)
+
+
+def test_test_time_flips_average_the_mirror_image_in_eval_mode_only():
+    torch.manual_seed(0)
+    plain = create_model("cnn")
+    flipped = create_model("cnn", test_flip=True)
+    assert list(flipped.state_dict()) == list(plain.state_dict())  # checkpoints interchange
+    flipped.load_state_dict(plain.state_dict())
+    x = torch.randn(5, 1, 28, 28)
+    plain.eval(), flipped.eval()
+    with torch.no_grad():
+        expected = (plain(x) + plain(x.flip(-1))) / 2
+        assert torch.allclose(flipped(x), expected, atol=1e-6)
+        # a mirrored image gets the same answer as the image itself
+        assert torch.allclose(flipped(x.flip(-1)), flipped(x), atol=1e-5)
+    plain.train(), flipped.train()
+    torch.manual_seed(1)
+    a = plain(x)
+    torch.manual_seed(1)
+    assert torch.allclose(flipped(x), a)  # training: one plain forward pass
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_dlcamp_avg_pool_equals_torchs_in_values_and_gradients(channels_last):
+    from torch import nn
+
+    from dlcamp.models.blocks import AvgPool2d
+
+    torch.manual_seed(0)
+    x = torch.randn(8, 6, 28, 28)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    ours, ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+    pool = AvgPool2d(2).train()
+    out = pool(ours)
+    expected = nn.AvgPool2d(2)(ref)
+    assert out.shape == (8, 6, 14, 14) and torch.allclose(out, expected, atol=1e-6)
+    grad = torch.randn_like(out)
+    out.backward(grad), expected.backward(grad)
+    assert torch.allclose(ours.grad, ref.grad, atol=1e-6)
+    assert repr(pool) == repr(nn.AvgPool2d(2))
+    assert torch.allclose(pool.eval()(x), expected, atol=1e-6)

@@ -92,15 +92,28 @@ class RecordLR(Callback):
         self.lrs.append(trainer.optimizer.param_groups[0]["lr"])
 
 
+class FakeClock:
+    """A clock that advances `tick` seconds each time it is read: the same on any machine."""
+
+    def __init__(self, tick: float) -> None:
+        self.now, self.tick = 0.0, tick
+
+    def __call__(self) -> float:
+        self.now += self.tick
+        return self.now
+
+
 def test_time_budget_anneals_the_schedule():
     """With max_seconds the one-cycle schedule follows the clock and ends annealed."""
     lrs: list[float] = []
     batches = [(torch.randn(64, 32), torch.randint(0, 2, (64,)))] * 20
     cfg = TrainConfig(epochs=10_000, lr=1.0, schedule="onecycle", max_seconds=0.3, device="cpu")
     trainer = Trainer(nn.Linear(32, 2), cfg, callbacks=[RecordLR(lrs)])
+    trainer.clock = FakeClock(0.001)  # one tick per reading: about 300 steps fit in 0.3 s
     trainer.fit(batches)
-    assert trainer.epoch < 10_000 and trainer.train_seconds == pytest.approx(0.3, abs=0.2)
-    assert max(lrs) > 0.5 and lrs[-1] < 0.05  # warmed up, then annealed within the budget
+    assert trainer.epoch < 10_000 and trainer.train_seconds == pytest.approx(0.3, abs=0.01)
+    assert 250 < len(lrs) < 310
+    assert max(lrs) > 0.9 and lrs[-1] < 0.02  # warmed up, then annealed within the budget
 
 
 def test_step_budget_stops_mid_epoch_and_anneals():
@@ -272,5 +285,11 @@ def test_recipe_flip_is_not_applied_to_digits(tmp_path):
     trainer, loaders, _ = build(cfg, None, progress=False, log=lines.append)
     assert cfg.augment == "flip" and loaders.train.augment is None
     assert any("no flip" in line for line in lines)
+    # nor are digits mirrored at test time, while clothes are
+    assert cfg.model_kwargs["test_flip"] and not trainer.model.dlcamp_spec["kwargs"]["test_flip"]
+    assert any("no test-time flips" in line for line in lines)
+    cfg = make_config("cnn", "fashion-mnist", quick=True, epochs=1)
+    assert build(cfg, None, progress=False, log=lines.append)[0].model.dlcamp_spec["kwargs"][
+        "test_flip"]
     cfg = make_config("cnn", "fashion-mnist", quick=True, augment="flip+shift")
     assert build(cfg, None, progress=False, log=lines.append)[1].train.augment is not None

@@ -43,6 +43,7 @@ def speed_rows(device: torch.device) -> list[tuple[str, bool, str]]:
          "override: --channels-last"),
         ("threads", True, f"{plan.threads.value} ({plan.threads.reason}); override: --threads N "
          f"or {THREADS_ENV}=N"),
+        ("allocator", True, plan.allocator.reason),
     ]
 
 

@@ -9,6 +9,7 @@ inside `conv_bn` / `conv_bn_relu`, which the zoo's models use for speed.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 STEMS = ("book", "small")
@@ -164,6 +165,47 @@ class BatchNormScratch(nn.Module):
 
 # -- initialisation -----------------------------------------------------------------------
 INITS = ("he", "xavier", "torch")
+
+
+class AvgPool2d(nn.AvgPool2d):
+    """nn.AvgPool2d(k) (stride k, no padding) that, when training on a CPU, runs as a depthwise
+    convolution with every weight 1/k^2: the same averages, computed by oneDNN instead of
+    ATen's pooling loop.
+
+    (B, C, H, W) -> (B, C, H // k, W // k). For LeNet's first pooling (256 x 6 x 28 x 28,
+    channels-last) forward + backward took 1.96 ms instead of 3.77 ms on an AVX2 CPU (1.9x);
+    LeNet's training step became 10-20% faster (bench/throughput.py). In eval mode and on
+    GPUs it is nn.AvgPool2d itself (so FLOP counts in eval mode see a pooling layer, not a
+    convolution). The printed layer is the same.
+    """
+
+    def __init__(self, kernel_size: int) -> None:
+        super().__init__(kernel_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.kernel_size
+        if not self.training or x.device.type != "cpu" or x.dim() != 4:
+            return super().forward(x)
+        c = x.shape[1]
+        weight = torch.full((c, 1, k, k), 1.0 / (k * k), dtype=x.dtype, device=x.device)
+        return F.conv2d(x, weight, stride=k, groups=c)  # (B, C, H // k, W // k)
+
+
+class FlipAveraged(nn.Sequential):
+    """An nn.Sequential classifier that, in evaluation mode, also classifies the mirror image
+    and returns the mean of the two logits: test-time augmentation (TTA) with horizontal flips.
+
+    (B, C, H, W) -> (B, classes). Training mode is a plain forward pass. Being part of the
+    model, the flips happen wherever the model runs: the Trainer's tests, `dlcamp evaluate`,
+    the server and the ONNX export agree. The state dict is that of the plain Sequential.
+    Only for data whose labels survive mirroring (clothes, not digits).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = super().forward(x)  # (B, classes)
+        if self.training:
+            return logits
+        return (logits + super().forward(x.flip(-1))) / 2
 
 
 def init_weights(model: nn.Module, scheme: str = "he") -> nn.Module:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from dlcamp.models.blocks import FlipAveraged
 from dlcamp.models.registry import register_model
 
 
@@ -24,18 +25,24 @@ def bn_relu(channels: int) -> list[nn.Module]:
     return [nn.BatchNorm2d(channels), nn.ReLU(inplace=True)]
 
 
-@register_model("cnn", recipe=dict(epochs=6, batch_size=256, lr=0.2, optimizer="sgd",
+@register_model("cnn", recipe=dict(epochs=3, batch_size=256, lr=0.3, optimizer="sgd",
                                    momentum=0.9, nesterov=True, weight_decay=5e-4,
-                                   schedule="onecycle", warmup=0.25, label_smoothing=0.1,
-                                   augment="flip"))
+                                   schedule="onecycle", warmup=0.25, label_smoothing=0.0,
+                                   augment="flip", model_kwargs=dict(test_flip=True)))
 def cnn(num_classes: int = 10, in_channels: int = 1, image_size: int = 28,
-        widths: tuple[int, int, int] | list[int] = (16, 32, 64)) -> nn.Module:
-    """Fast default CNN: five 3x3 convs, pool-then-BN-ReLU, three poolings, a linear head."""
+        widths: tuple[int, int, int] | list[int] = (16, 32, 64),
+        test_flip: bool = False) -> nn.Module:
+    """Fast default CNN: five 3x3 convs, pool-then-BN-ReLU, three poolings, a linear head.
+
+    (B, in_channels, S, S) -> (B, num_classes). `test_flip` averages the logits of each image
+    and its mirror in evaluation mode (blocks.FlipAveraged); the recipe turns it on, and
+    `dlcamp train` turns it off for data that mirroring changes (digits).
+    """
     w1, w2, w3 = widths
     side = image_size // 8
     if side < 1:
         raise ValueError(f"the cnn pools three times: images need >= 8 pixels, got {image_size}")
-    return nn.Sequential(
+    layers = [
         conv(in_channels, w1), nn.MaxPool2d(2), *bn_relu(w1),       # (B, w1, 14, 14)
         conv(w1, w2), *bn_relu(w2),                                 # (B, w2, 14, 14)
         conv(w2, w2), nn.MaxPool2d(2), *bn_relu(w2),                # (B, w2, 7, 7)
@@ -43,4 +50,5 @@ def cnn(num_classes: int = 10, in_channels: int = 1, image_size: int = 28,
         conv(w3, w3), nn.MaxPool2d(2), *bn_relu(w3),                # (B, w3, 3, 3)
         nn.Flatten(),                                               # (B, w3 * 9)
         nn.Linear(w3 * side * side, num_classes),
-    )
+    ]
+    return FlipAveraged(*layers) if test_flip else nn.Sequential(*layers)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from dlcamp.models.blocks import BatchNormScratch
+from dlcamp.models.blocks import AvgPool2d, BatchNormScratch
 from dlcamp.models.registry import register_model
 
 
@@ -25,9 +25,9 @@ def lenet(num_classes: int = 10, in_channels: int = 1, image_size: int = 28) -> 
     side = _lenet_flat_size(image_size)
     return nn.Sequential(
         nn.Conv2d(in_channels, 6, kernel_size=5, padding=2), nn.Sigmoid(),  # (B, 6, 28, 28)
-        nn.AvgPool2d(2),                                                    # (B, 6, 14, 14)
+        AvgPool2d(2),                                                       # (B, 6, 14, 14)
         nn.Conv2d(6, 16, kernel_size=5), nn.Sigmoid(),                      # (B, 16, 10, 10)
-        nn.AvgPool2d(2),                                                    # (B, 16, 5, 5)
+        AvgPool2d(2),                                                       # (B, 16, 5, 5)
         nn.Flatten(),
         nn.Linear(16 * side * side, 120), nn.Sigmoid(),
         nn.Linear(120, 84), nn.Sigmoid(),
@@ -76,9 +76,9 @@ def lenet_bn(num_classes: int = 10, in_channels: int = 1, image_size: int = 28,
 
     return nn.Sequential(
         nn.Conv2d(in_channels, 6, kernel_size=5), bn(6, 4), nn.Sigmoid(),  # (B, 6, 24, 24)
-        nn.AvgPool2d(2),                                                   # (B, 6, 12, 12)
+        AvgPool2d(2),                                                      # (B, 6, 12, 12)
         nn.Conv2d(6, 16, kernel_size=5), bn(16, 4), nn.Sigmoid(),          # (B, 16, 8, 8)
-        nn.AvgPool2d(2),                                                   # (B, 16, 4, 4)
+        AvgPool2d(2),                                                      # (B, 16, 4, 4)
         nn.Flatten(),
         nn.Linear(16 * side * side, 120), bn(120, 2), nn.Sigmoid(),
         nn.Linear(120, 84), bn(84, 2), nn.Sigmoid(),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -97,6 +98,7 @@ class ScratchTrainer(Trainer):
         self.train_seconds = 0.0
         self.history: list[dict[str, float]] = []
         self.should_stop = False
+        self.clock = time.perf_counter
         nn.manual_seed(cfg.seed + 1)  # dropout masks; the weights were drawn at construction
 
     def fit(self, train_loader, val_loader=None) -> list[dict[str, float]]:

@@ -173,16 +173,21 @@ def build(cfg: RunConfig, out: Path | None, progress: bool = True,
     """Data, model, trainer and callbacks for a run (nothing trained, nothing written yet)."""
     seed_everything(cfg.train.seed)
     augment = cfg.augment
-    if "flip" in str(augment) and not get_spec(cfg.dataset).mirror_symmetric:
+    text = cfg.dataset in text_corpora()
+    mirror = not text and get_spec(cfg.dataset).mirror_symmetric
+    if "flip" in str(augment) and not mirror:
         # A mirrored 2 is not a 2: a recipe tuned on clothes must not flip digits.
         augment = str(augment).replace("flip", "").strip("+,") or "none"
         log(f"note: no flip augmentation on {cfg.dataset} (mirroring changes its labels)")
     scratch = cfg.engine == "scratch"
     device = "cpu" if scratch else pick_device(cfg.train.device)
-    if cfg.dataset in text_corpora():
+    if text:
         loaders, kwargs, data = _text_data(cfg)
     else:
         loaders, kwargs, data = _image_data(cfg, device, augment)
+        if kwargs.get("test_flip") and not mirror:
+            kwargs["test_flip"] = False
+            log(f"note: no test-time flips on {cfg.dataset} (mirroring changes its labels)")
     if scratch:
         from dlcamp.scratch import nn as scratch_nn
         from dlcamp.scratch.train import ScratchTrainer, create_scratch_model

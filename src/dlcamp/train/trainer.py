@@ -110,7 +110,7 @@ class Trainer:
         self.config = cfg = config or TrainConfig()
         self.device = pick_device(cfg.device)
         self.speed: SpeedPlan = plan_speed(self.device, model, cfg.precision, cfg.channels_last,
-                                           cfg.threads)
+                                           cfg.threads, cfg.compile)
         self.model = model.to(self.device)
         if self.speed.channels_last.value:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -127,6 +127,7 @@ class Trainer:
         self.history: list[dict[str, float]] = []
         self.should_stop = False
         self.total_steps = 0
+        self.clock = time.perf_counter  # seconds; tests put a fake clock here
 
     # -- events ---------------------------------------------------------------------------
     def _emit(self, event: str, *args: Any) -> None:
@@ -147,7 +148,7 @@ class Trainer:
     def next_lr(self, epoch_start: float) -> float | None:
         """The learning rate of the next step, or None when the time or step budget is spent."""
         budget = self.config.max_seconds
-        t = self.progress(time.perf_counter() - epoch_start if budget else 0.0)
+        t = self.progress(self.clock() - epoch_start if budget else 0.0)
         if (budget and t >= 1.0) or 0 < self.config.max_steps <= self.global_step:
             self.should_stop = True  # stop in mid-epoch
             return None
@@ -183,11 +184,11 @@ class Trainer:
             if hasattr(train_loader, "set_epoch"):
                 train_loader.set_epoch(epoch)
             self._emit("on_epoch_start", epoch, len(train_loader))
-            start = time.perf_counter()
+            start = self.clock()
             train_metrics, n = self._train_epoch(train_loader, start)
             if n == 0:  # the time budget ran out before this epoch's first step
                 break
-            seconds = time.perf_counter() - start
+            seconds = self.clock() - start
             self.train_seconds += seconds
             record = {"epoch": epoch + 1, **{f"train_{k}": v for k, v in train_metrics.items()},
                       "lr": self.optimizer.param_groups[0]["lr"], "train_examples": n,
