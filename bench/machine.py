@@ -20,6 +20,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 
 import torch
@@ -38,7 +39,10 @@ def kind_env(kind: str) -> dict[str, str]:
     if kind not in KINDS:
         raise SystemExit(f"unknown CPU kind {kind!r}; choose {', '.join(KINDS)}")
     env = {k: v for k, v in os.environ.items() if k not in KINDS["avx2"]}
-    return {**env, **KINDS[kind]}
+    # torch.compile's kernel cache must not be shared between the kinds: kernels cached by a
+    # native run gave garbage (loss 1e24) when loaded by an emulated AVX2 run (torch 2.14.1)
+    cache = os.path.join(tempfile.gettempdir(), f"dlcamp-inductor-{kind}")
+    return {**env, **KINDS[kind], "TORCHINDUCTOR_CACHE_DIR": cache}
 
 
 def current_kind() -> str:

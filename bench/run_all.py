@@ -133,7 +133,7 @@ def main() -> None:
             if args.only and name not in args.only.split(","):
                 continue
             extra = list(quick if args.quick else full)
-            parts = [f"## {title}\n\n{about}\n"]
+            parts = [f"### {title}\n\n{about}\n"]
             for kind in kinds:
                 out = Path(tmp) / f"{name}-{kind}.json"
                 print(f"\n## {reproduce(script, extra, kind)}", flush=True)
@@ -143,7 +143,7 @@ def main() -> None:
                 result = json.loads(out.read_text())
                 result["wall_seconds"] = time.perf_counter() - start
                 results[kind][name] = result
-                parts.append(f"### {KIND_TITLES[kind]}\n\n```\n{reproduce(script, extra, kind)}"
+                parts.append(f"#### {KIND_TITLES[kind]}\n\n```\n{reproduce(script, extra, kind)}"
                              f"\n```\n\n{result['markdown']}\n")
             sections.append("\n".join(parts))
 

@@ -35,6 +35,8 @@ import time
 import torch
 from torch import nn
 
+from dlcamp.models import create_model
+from dlcamp.train.speed import cpu_bf16, plan_speed
 from dlcamp.utils import is_quick, pick_device
 
 QUICK = is_quick()  # 快速模式：测速用的数据小一些
@@ -231,8 +233,33 @@ assert MT_c.is_contiguous() and MT_c.data_ptr() != M.data_ptr() and torch.equal(
 assert MT.data_ptr() == M.data_ptr()  # the transpose itself shares M's memory
 
 # %% [markdown] slideshow={"slide_type": "slide"}
+# ## 按机器选择加速开关：精度、内存布局、线程
+#
+# 同一个"加速开关"在一台机器上快、在另一台上反而慢。最典型的是 **bfloat16**（bf16）：
+# 只用 16 位存一个数，有原生 bf16 指令的硬件（较新的 GPU，带 AVX512_BF16 或 AMX 的 CPU）
+# 上矩阵乘法快近一倍；没有这些指令的 CPU——大多数笔记本电脑——只能用软件模拟，反而慢 5–10 倍。
+# 所以 dlcamp 不假设快的那条路，而是按机器来选（`dlcamp.train.speed.plan_speed`）：
+# 精度（precision）、通道在后的内存布局（channels-last，NHWC）、线程数，训练开始时打印每个选择和理由，
+# `dlcamp doctor` 也会显示。先量一量这台机器上 bf16 和 float32 的矩阵乘法：
+
+# %%
+n = 256
+A32, B32 = torch.randn(n, n), torch.randn(n, n)
+A16, B16 = A32.bfloat16(), B32.bfloat16()
+fp32_time, bf16_time = best_time(lambda: A32 @ B32), best_time(lambda: A16 @ B16, repeat=3)
+print(f"{n}x{n} matmul on the CPU: fp32 {2 * n**3 / fp32_time / 1e9:.1f} GFLOP/s, "
+      f"bf16 {2 * n**3 / bf16_time / 1e9:.1f} GFLOP/s")
+plan = plan_speed(torch.device("cpu"), create_model("cnn"))
+print(plan.describe())
+
+# %% [markdown]
+# 在没有原生 bf16 的 CPU 上，bf16 那一行慢得多，于是 `precision` 选了 fp32；有原生 bf16 时才选 bf16。
+# 想自己试：`dlcamp train --precision bf16` 强制打开，对比每秒训练的图片数。
+
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 小结与自测
 #
+# - 加速开关要按机器选：bf16 只在有原生指令的硬件上更快，别处反而慢得多；
 # - 张量和模型参数都在某个设备上；`pick_device()` 选出最好的可用设备，同一份代码到处运行；
 # - `Tensor.to` 返回新张量（已在目标设备上时返回自身），`Module.to` 原地移动参数；
 # - 参与同一运算的张量、模型和它的输入必须在同一设备上，PyTorch 不会替我们悄悄搬运；
@@ -248,6 +275,8 @@ assert pick_device() == device and x_there.device.type == device.type
 assert all(p.device.type == device.type for p in net.parameters())
 assert "device" in mixed_error and "device" in model_error
 assert per_element > 5 * at_once, "one call for the whole tensor must beat one call per element"
+assert plan.precision.value == ("bf16" if cpu_bf16()[0] else "fp32")  # bf16 only where native
 if copy_rates:
     assert copy_rates["GPU -> GPU (on the card)"] > copy_rates["host -> GPU, pageable"]
-print("lesson 2.01 done: tensors and models live on devices; batched transfers are cheaper")
+print("lesson 2.01 done: tensors and models live on devices; batched transfers are cheaper; "
+      f"this CPU trains in {plan.precision.value}")
