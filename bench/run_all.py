@@ -89,8 +89,8 @@ def reproduce(script: str, extra: list[str], kind: str = "native") -> str:
 
 
 def kinds_table(probes: dict[str, dict]) -> str:
-    rows = [{"kind": KIND_TITLES[k], "env": " ".join(f"{a}={b}" for a, b in p["env"].items())
-             or "–", **p, "ratio": p["bfloat16_gflops"] / p["float32_gflops"]}
+    rows = [{**p, "kind": KIND_TITLES[k], "ratio": p["bfloat16_gflops"] / p["float32_gflops"],
+             "env": " ".join(f"{a}={b}" for a, b in p["env"].items()) or "–"}
             for k, p in probes.items()]
     return markdown_table(rows, [
         ("kind", "kind", ""), ("environment", "env", ""),

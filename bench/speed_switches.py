@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from common import markdown_table, parser, report, setup
 from dlcamp.models import create_model, model_recipe
+from dlcamp.train.speed import keep_freed_memory
 
 MODELS = ["lenet", "lenet-bn", "lenet-modern", "cnn", "nin", "alexnet", "vgg", "googlenet",
           "resnet18", "densenet"]
@@ -60,6 +61,7 @@ def main() -> None:
     p.add_argument("--bf16", action="store_true", help="also time bf16 NHWC for lenet and cnn")
     args = p.parse_args()
     setup(args)
+    keep_freed_memory()  # as dlcamp's Trainer does: no page faults per step
     models = ["lenet", "cnn"] if args.quick else args.models.split(",")
     steps, repeats = (1, 1) if args.quick else (args.steps, args.repeats)
     variants = [("fp32", False, False), ("fp32", True, False)]
