@@ -69,6 +69,11 @@ def test_asked_precision_wins_with_a_warning(cpu_with):
 # -- layout and threads -------------------------------------------------------------------------
 def test_channels_last_only_for_conv_nets():
     assert choose_channels_last("auto", CPU, create_model("mlp")).value is False
+    # batch norm over 6 channels runs slower in NHWC on a CPU (bench/speed_switches.py)
+    for name in ("lenet-bn", "lenet-modern"):
+        choice = choose_channels_last("auto", CPU, create_model(name))
+        assert choice.value is False and "6 channels" in choice.reason
+    assert choose_channels_last("on", CPU, create_model("lenet-bn")).value is True
     assert choose_channels_last("on", CPU, create_model("mlp")).value is False
     assert choose_channels_last("off", CPU, create_model("cnn")).value is False
     assert choose_channels_last(True, CPU, create_model("cnn")).value is True  # old configs

@@ -293,3 +293,34 @@ def test_recipe_flip_is_not_applied_to_digits(tmp_path):
         "test_flip"]
     cfg = make_config("cnn", "fashion-mnist", quick=True, augment="flip+shift")
     assert build(cfg, None, progress=False, log=lines.append)[1].train.augment is not None
+
+
+def test_reported_loss_is_plain_cross_entropy_with_label_smoothing():
+    """The step minimises the smoothed objective; every reported `loss` is plain CE."""
+    import torch.nn.functional as F
+
+    from dlcamp.train import Classification
+
+    torch.manual_seed(0)
+    logits = torch.randn(16, 10, requires_grad=True)
+    y = torch.randint(0, 10, (16,))
+    task = Classification(label_smoothing=0.1)
+    loss, sums = task.step(lambda x: x, (logits, y))
+    assert torch.allclose(loss, F.cross_entropy(logits, y, label_smoothing=0.1))  # objective
+    assert torch.allclose(sums["loss"] / 16, F.cross_entropy(logits, y))  # reported: plain CE
+    assert torch.allclose(sums["loss_smoothed"] / 16, loss)
+    with torch.no_grad():  # evaluation: plain cross-entropy only
+        _, sums = task.step(lambda x: x, (logits, y))
+    assert "loss_smoothed" not in sums
+
+
+def test_a_label_smoothed_run_reports_plain_validation_loss(tmp_path):
+    cfg = make_config("lenet-modern", quick=True, epochs=1, max_steps=20, label_smoothing=0.2)
+    trainer, out = train_run(cfg, tmp_path / "r", **QUIET)
+    last = trainer.history[-1]
+    assert "train_loss_smoothed" in last and "val_loss_smoothed" not in last
+    assert last["train_loss_smoothed"] > last["train_loss"]  # smoothing adds to the objective
+    from dlcamp.evaluate import evaluate_checkpoint
+
+    result = evaluate_checkpoint(out, quick=True)  # the same 2,000 test images, plain CE
+    assert result["loss"] == pytest.approx(last["val_loss"], rel=1e-4)

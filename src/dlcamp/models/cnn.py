@@ -7,7 +7,8 @@ together with its mirror image (test-time flips, `test_flip`): about 92.3% test 
 about a minute of training (docs/benchmarks.md measures it on both CPU kinds). In trials at
 equal step counts, label smoothing 0.1 and warm-up 0.15 were within noise (+-0.2%); lr 0.3
 gave the same accuracy in 3 epochs but was unstable in 2-epoch quick runs. Two choices make
-the network itself fast:
+the network itself fast (the recipe narrows the last stage to 48 channels: 18% fewer FLOPs,
+about 15% faster, the same accuracy over 3 seeds: 92.28-92.38% against 92.20-92.32%):
 - max pooling comes *before* batch norm and ReLU (conv -> pool -> BN -> ReLU), so those two
   run on a quarter of the pixels; max pooling commutes with ReLU and with BN's per-channel
   affine map when its scale is positive, so little is lost (about 1.3x faster here);
@@ -36,7 +37,8 @@ def bn_relu(channels: int) -> list[nn.Module]:
 @register_model("cnn", recipe=dict(epochs=3, batch_size=256, lr=0.2, optimizer="sgd",
                                    momentum=0.9, nesterov=True, weight_decay=5e-4,
                                    schedule="onecycle", warmup=0.25, label_smoothing=0.0,
-                                   augment="flip", model_kwargs=dict(test_flip=True)))
+                                   augment="flip",
+                                   model_kwargs=dict(widths=(16, 32, 48), test_flip=True)))
 def cnn(num_classes: int = 10, in_channels: int = 1, image_size: int = 28,
         widths: tuple[int, int, int] | list[int] = (16, 32, 64),
         test_flip: bool = False) -> nn.Module:

@@ -1,6 +1,6 @@
-"""Speed switches chosen by what this machine can do: precision, memory layout, threads.
+"""Speed switches chosen by what this machine can do: precision, layout, threads, allocator.
 
-    plan = plan_speed(torch.device("cpu"), model)             # all three on "auto"
+    plan = plan_speed(torch.device("cpu"), model)             # every switch on "auto"
     print(plan.describe())      # one line per switch: the value, and why it was chosen
 
 Each switch pays on some machines and costs on others, so "auto" decides from the hardware,
@@ -10,15 +10,16 @@ and an explicit value always wins (with a warning in the reason when it is likel
   (compute capability >= 8.0), CPUs with AVX512_BF16 or AMX. Elsewhere bf16 is emulated
   and slower than fp32: a 2048x2048 matmul ran at 0.3 GFLOP/s in bf16 against 157 in fp32
   on an AVX2-only AMD EPYC, and a training step of the default cnn 8x slower (issue 12);
-  bench/speed_switches.py measures it on your machine.
+  on an AVX-512 CPU without AVX512_BF16 it was still 2x slower. bench/speed_switches.py
+  measures it on your machine.
 - channels-last (NHWC): oneDNN's CPU convolutions and cuDNN's tensor-core kernels prefer
-  it; on x86 CPUs it paid in fp32 and in bf16 for the conv nets (bench/speed_switches.py
-  in docs/benchmarks.md). Only models with 2-d convolutions are affected.
+  it; on x86 CPUs it paid 1.1-1.8x for the conv nets of the zoo on both CPU kinds, but cost
+  for the two whose batch norm spans only 6 channels (bench/speed_switches.py in
+  docs/benchmarks.md). Only models with 2-d convolutions are affected.
 - threads: PyTorch runs one OpenMP thread per core. When another program keeps a core busy,
   a team of threads waits at every barrier for the one that lost its core, and one thread
   is faster (measured in docs/benchmarks.md, "a busy laptop"). "auto" counts the idle cores
   over 0.05 s (psutil) and uses that many threads, at least one.
-
 - allocator (Linux with glibc): training allocates and frees the same large activation
   buffers every step. glibc hands big freed blocks back to the kernel and takes them again
   next step, each page faulting in afresh: up to 3,800 page faults and 10 ms of system time
@@ -53,6 +54,7 @@ BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 NO_BF16_ISAS = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE",
                 "AVX512_CORE_VNNI"}
 THREADS_ENV = "DLCAMP_THREADS"
+NARROW_BN = 8  # channels-last "auto" stays off on a CPU for batch norm over fewer channels
 # PyTorch's own default: one thread per physical core, or OMP_NUM_THREADS (read at import,
 # before anything calls torch.set_num_threads)
 DEFAULT_THREADS = torch.get_num_threads()
@@ -185,6 +187,13 @@ def choose_channels_last(asked: str | bool, device: torch.device, model: nn.Modu
         return Choice(asked, False, "the model has no 2-d convolutions")
     if asked != "auto":
         return Choice(asked, asked == "on", "as asked")
+    narrow = min((m.num_features for m in model.modules() if isinstance(m, nn.BatchNorm2d)),
+                 default=None)
+    if device.type == "cpu" and narrow is not None and narrow < NARROW_BN:
+        # NHWC kernels vectorise across channels: batch norm over 6 channels leaves most of an
+        # 8-float (AVX2) or 16-float (AVX-512) register empty; lenet-bn and lenet-modern ran
+        # 0.59-0.85x as fast in NHWC on both CPU kinds (bench/speed_switches.py)
+        return Choice("auto", False, f"batch norm over {narrow} channels is slower in NHWC")
     if compile and device.type == "cpu":
         # torch 2.14.1's compiled CPU code for LeNet's backward in NHWC corrupted the heap
         # on an AVX-512 CPU (batch 256; NCHW, or AVX2 code, ran fine)
