@@ -20,7 +20,6 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 
 import torch
@@ -38,11 +37,12 @@ def kind_env(kind: str) -> dict[str, str]:
     """The environment of a benchmark process of this CPU kind."""
     if kind not in KINDS:
         raise SystemExit(f"unknown CPU kind {kind!r}; choose {', '.join(KINDS)}")
-    env = {k: v for k, v in os.environ.items() if k not in KINDS["avx2"]}
-    # torch.compile's kernel cache must not be shared between the kinds: kernels cached by a
-    # native run gave garbage (loss 1e24) when loaded by an emulated AVX2 run (torch 2.14.1)
-    cache = os.path.join(tempfile.gettempdir(), f"dlcamp-inductor-{kind}")
-    return {**env, **KINDS[kind], "TORCHINDUCTOR_CACHE_DIR": cache}
+    # torch.compile's kernel cache must not be shared between the kinds (wrong numbers in
+    # torch 2.14.1): without TORCHINDUCTOR_CACHE_DIR the Trainer keeps one per capability
+    # (dlcamp.train.speed.compile_cache_dir)
+    drop = {*KINDS["avx2"], "TORCHINDUCTOR_CACHE_DIR"}
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    return {**env, **KINDS[kind]}
 
 
 def current_kind() -> str:

@@ -181,3 +181,19 @@ def test_evaluate_serve_and_onnx_agree_on_a_bf16_trained_checkpoint(tmp_path):
     assert result["acc"] == pytest.approx(served_acc, abs=1 / 2000)
     assert float((onnx_logits.argmax(1) == labels).mean()) == pytest.approx(served_acc,
                                                                            abs=1 / 2000)
+
+
+def test_compiled_kernels_are_cached_per_cpu_capability(monkeypatch, tmp_path):
+    # torch 2.14.1 reuses AVX-512 kernels in an AVX2-capped process (wrong numbers): the
+    # Trainer gives each capability its own cache folder, and a folder the user set wins.
+    monkeypatch.delenv(speed_mod.COMPILE_CACHE_ENV, raising=False)
+    folders = {}
+    for capability in ("AVX512", "AVX2"):
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
+        monkeypatch.delenv(speed_mod.COMPILE_CACHE_ENV, raising=False)
+        Trainer(create_model("softmax", image_size=8), TrainConfig(compile=True, device="cpu"))
+        folders[capability] = speed_mod.os.environ[speed_mod.COMPILE_CACHE_ENV]
+    assert folders["AVX512"].endswith("dlcamp-avx512")
+    assert folders["AVX2"].endswith("dlcamp-avx2")
+    monkeypatch.setenv(speed_mod.COMPILE_CACHE_ENV, str(tmp_path))
+    assert speed_mod.compile_cache_dir() == str(tmp_path)

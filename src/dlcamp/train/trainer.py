@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from dlcamp.errors import BadArgument
-from dlcamp.train.speed import SpeedPlan, num_threads, plan_speed
+from dlcamp.train.speed import SpeedPlan, compile_cache_dir, num_threads, plan_speed
 from dlcamp.train.task import Classification, Task
 from dlcamp.utils import pick_device
 
@@ -120,7 +120,10 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         # The compiled wrapper shares the parameters; state_dict() stays on the plain model,
         # so checkpoints look the same with or without compilation.
-        self.step_model = torch.compile(self.model) if cfg.compile else self.model
+        self.step_model = self.model
+        if cfg.compile:
+            compile_cache_dir()  # a kernel cache per CPU capability
+            self.step_model = torch.compile(self.model)
         self.task = task or getattr(model, "task", None) or Classification(cfg.label_smoothing)
         self.callbacks = list(callbacks)
         self.optimizer = make_optimizer(self.model.parameters(), cfg)
