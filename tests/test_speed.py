@@ -184,16 +184,23 @@ def test_evaluate_serve_and_onnx_agree_on_a_bf16_trained_checkpoint(tmp_path):
 
 
 def test_compiled_kernels_are_cached_per_cpu_capability(monkeypatch, tmp_path):
-    # torch 2.14.1 reuses AVX-512 kernels in an AVX2-capped process (wrong numbers): the
-    # Trainer gives each capability its own cache folder, and a folder the user set wins.
-    monkeypatch.delenv(speed_mod.COMPILE_CACHE_ENV, raising=False)
+    # torch 2.14.1 reuses AVX-512 kernels in an AVX2-capped process (wrong numbers): each
+    # capability gets its own cache folder, and a folder the user set wins. (No torch.compile
+    # under a faked capability here: inductor remembers what it saw for the whole process.)
+    real = torch.backends.cpu.get_cpu_capability()
     folders = {}
     for capability in ("AVX512", "AVX2"):
-        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
         monkeypatch.delenv(speed_mod.COMPILE_CACHE_ENV, raising=False)
-        Trainer(create_model("softmax", image_size=8), TrainConfig(compile=True, device="cpu"))
-        folders[capability] = speed_mod.os.environ[speed_mod.COMPILE_CACHE_ENV]
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
+        folders[capability] = speed_mod.compile_cache_dir()
+        assert speed_mod.os.environ[speed_mod.COMPILE_CACHE_ENV] == folders[capability]
     assert folders["AVX512"].endswith("dlcamp-avx512")
     assert folders["AVX2"].endswith("dlcamp-avx2")
     monkeypatch.setenv(speed_mod.COMPILE_CACHE_ENV, str(tmp_path))
     assert speed_mod.compile_cache_dir() == str(tmp_path)
+    # the Trainer sets it before compiling
+    monkeypatch.undo()
+    monkeypatch.delenv(speed_mod.COMPILE_CACHE_ENV, raising=False)
+    Trainer(create_model("softmax", image_size=8), TrainConfig(compile=True, device="cpu"))
+    assert speed_mod.os.environ[speed_mod.COMPILE_CACHE_ENV].endswith(
+        "dlcamp-" + real.lower().replace(" ", "-"))
