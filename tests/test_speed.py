@@ -187,20 +187,26 @@ def test_compiled_kernels_are_cached_per_cpu_capability(monkeypatch, tmp_path):
     # torch 2.14.1 reuses AVX-512 kernels in an AVX2-capped process (wrong numbers): each
     # capability gets its own cache folder, and a folder the user set wins. (No torch.compile
     # under a faked capability here: inductor remembers what it saw for the whole process.)
-    real = torch.backends.cpu.get_cpu_capability()
+    env = speed_mod.COMPILE_CACHE_ENV
+    real = torch.backends.cpu.get_cpu_capability().lower().replace(" ", "-")
+    monkeypatch.setenv(env, "recorded")  # teardown restores the variable as it was before
     folders = {}
     for capability in ("AVX512", "AVX2"):
-        monkeypatch.delenv(speed_mod.COMPILE_CACHE_ENV, raising=False)
-        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
-        folders[capability] = speed_mod.compile_cache_dir()
-        assert speed_mod.os.environ[speed_mod.COMPILE_CACHE_ENV] == folders[capability]
+        monkeypatch.delenv(env)
+        with monkeypatch.context() as fake:
+            fake.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
+            folders[capability] = speed_mod.compile_cache_dir()
+        assert speed_mod.os.environ[env] == folders[capability]
+        monkeypatch.setenv(env, "recorded")
     assert folders["AVX512"].endswith("dlcamp-avx512")
     assert folders["AVX2"].endswith("dlcamp-avx2")
-    monkeypatch.setenv(speed_mod.COMPILE_CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv(env, str(tmp_path))
     assert speed_mod.compile_cache_dir() == str(tmp_path)
-    # the Trainer sets it before compiling
-    monkeypatch.undo()
-    monkeypatch.delenv(speed_mod.COMPILE_CACHE_ENV, raising=False)
+    # PyTorch's own default in the variable (set by its first use of the cache) is replaced
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+    monkeypatch.setenv(env, default_cache_dir())
+    assert speed_mod.compile_cache_dir().endswith("dlcamp-" + real)
+    # the Trainer sets it before compiling, for the real capability
+    monkeypatch.delenv(env)
     Trainer(create_model("softmax", image_size=8), TrainConfig(compile=True, device="cpu"))
-    assert speed_mod.os.environ[speed_mod.COMPILE_CACHE_ENV].endswith(
-        "dlcamp-" + real.lower().replace(" ", "-"))
+    assert speed_mod.os.environ[env].endswith("dlcamp-" + real)

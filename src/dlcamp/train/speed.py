@@ -296,21 +296,29 @@ COMPILE_CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
 
 def compile_cache_dir() -> str:
     """Point torch.compile's on-disk kernel cache at a folder of its own for PyTorch's CPU
-    capability (…/torchinductor_<user>/dlcamp-<capability>, e.g. dlcamp-avx512), unless
-    $TORCHINDUCTOR_CACHE_DIR is set already; returns the folder.
+    capability (…/torchinductor_<user>/dlcamp-<capability>, e.g. dlcamp-avx512), unless the
+    user set $TORCHINDUCTOR_CACHE_DIR to a folder of their own; returns the folder.
 
     Inductor writes its CPU kernels for the vector width that ATEN_CPU_CAPABILITY allows, but
     torch 2.14.1 does not key its cache on it: when an AVX2-capped process reused the kernels
     of an AVX-512 one, a compiled softmax regression on the digits reached 0.11 test accuracy
     instead of 0.96, and a LeNet's loss 1e24 (issue 12). Separate folders keep the two apart.
     """
-    if os.environ.get(COMPILE_CACHE_ENV):
-        return os.environ[COMPILE_CACHE_ENV]
     from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 
+    current, default = os.environ.get(COMPILE_CACHE_ENV), default_cache_dir()
+    # PyTorch writes its default into the variable the first time it uses the cache (an ONNX
+    # export does): that value is not the user's choice
+    if current and os.path.abspath(current) != os.path.abspath(default):
+        return current
     capability = torch.backends.cpu.get_cpu_capability().lower().replace(" ", "-")
-    folder = os.path.join(default_cache_dir(), f"dlcamp-{capability}")
-    os.environ[COMPILE_CACHE_ENV] = folder
+    folder = os.path.join(default, f"dlcamp-{capability}")
+    if current != folder:
+        os.environ[COMPILE_CACHE_ENV] = folder
+        if current:  # in-memory caches that remember the old folder
+            from torch._inductor.utils import clear_caches
+
+            clear_caches()
     return folder
 
 
