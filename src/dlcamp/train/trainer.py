@@ -161,10 +161,9 @@ class Trainer:
             return None
         return lr_at(t, self.config)
 
-    def autocast(self, enabled: bool = True):
-        """bf16 autocast when the speed plan chose bf16 (and `enabled`), else a no-op."""
-        return torch.autocast(self.device.type, dtype=torch.bfloat16,
-                              enabled=enabled and self.speed.bf16)
+    def autocast(self):
+        """bf16 autocast when the speed plan chose bf16, else a no-op."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.speed.bf16)
 
     def to_device(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         """Move a batch to the device; images (4-d) in the layout of the speed plan."""
