@@ -58,17 +58,27 @@ class TensorLoader:
             end = start + self.batch_size
             if order is None:
                 xb, yb = self.x[start:end], self.y[start:end]
-            else:
-                xb, yb = self.x[order[start:end]], self.y[order[start:end]]
-            xb = xb.float()  # (B, C, H, W) float32 in [0, 255]; 0 is the background
-            if self.augment is not None:
-                xb = self.augment(xb, gen)
-            xb = xb.mul_(self.scale).add_(self.shift)
-            if self.resize and tuple(xb.shape[-2:]) != (self.resize, self.resize):
-                # Per batch, on the device: the stored split stays small (uint8, original size).
-                xb = F.interpolate(xb, size=(self.resize, self.resize), mode="bilinear",
-                                   align_corners=False, antialias=False)  # (B, C, R, R)
-            yield xb, yb
+            else:  # index_select: about 10x faster than x[idx] for a batch of rows
+                idx = order[start:end]
+                xb, yb = self.x.index_select(0, idx), self.y.index_select(0, idx)
+            yield self._prepare(xb, gen), yb
+
+    def head(self, n: int) -> torch.Tensor:
+        """The first `n` images in stored order, (n, C, H, W) float32, normalised (and resized)
+        as batches are, without augmentation: data for fitting a layer to the inputs."""
+        return self._prepare(self.x[:n])
+
+    def _prepare(self, xb: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
+        """uint8 (B, C, H, W) -> float32, augmented when `gen` is given, normalised, resized."""
+        xb = xb.float()  # (B, C, H, W) float32 in [0, 255]; 0 is the background
+        if self.augment is not None and gen is not None:
+            xb = self.augment(xb, gen)
+        xb = xb.mul_(self.scale).add_(self.shift)
+        if self.resize and tuple(xb.shape[-2:]) != (self.resize, self.resize):
+            # Per batch, on the device: the stored split stays small (uint8, original size).
+            xb = F.interpolate(xb, size=(self.resize, self.resize), mode="bilinear",
+                               align_corners=False, antialias=False)  # (B, C, R, R)
+        return xb
 
 
 def flip_and_shift(pad: int = 2, flip: bool = True) -> Augment:

@@ -22,6 +22,7 @@ from dlcamp.data.loader import Augment, flip_and_shift, make_loaders
 from dlcamp.errors import BadArgument, CheckpointError, RunDirExists
 from dlcamp.models import create_model, model_recipe
 from dlcamp.models.registry import model_accepts
+from dlcamp.models.whitening import fit_input_whitening
 from dlcamp.train.callbacks import Checkpoint, CSVLogger, EarlyStopping, EpochLog, ProgressBar
 from dlcamp.train.checkpoint import check_same_model, load_checkpoint, load_weights
 from dlcamp.train.plot import PlotCurves
@@ -30,6 +31,7 @@ from dlcamp.train.trainer import TrainConfig, Trainer
 from dlcamp.utils import pick_device, seed_everything, versions
 
 RUN_FILES = ("config.json", "metrics.csv", "curves.png", "checkpoint.pt")
+WHITENING_IMAGES = 5_000  # images whose 3x3 patches fit a PatchWhitening first layer
 
 
 @dataclass
@@ -196,6 +198,9 @@ def build(cfg: RunConfig, out: Path | None, progress: bool = True,
         model = create_scratch_model(cfg.model, **kwargs)
     else:
         model = create_model(cfg.model, **kwargs)
+        if not text and fit_input_whitening(model, loaders.train.head(WHITENING_IMAGES)):
+            log(f"first layer: patch whitening fitted to the first "
+                f"{min(WHITENING_IMAGES, len(loaders.train_set)):,} training images, frozen")
     meta = {"model": model.dlcamp_spec, "data": data, "config": cfg.to_dict(),
             "versions": versions(), "machine": machine_summary()}
     callbacks: list[Any] = [ProgressBar(disable=None if progress else True), EpochLog(log)]
