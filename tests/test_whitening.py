@@ -8,7 +8,8 @@ from sklearn.decomposition import PCA
 
 from dlcamp.data import make_loaders
 from dlcamp.models import create_model
-from dlcamp.models.whitening import PatchWhitening, fit_input_whitening
+from dlcamp.models.whitening import PatchWhitening, input_whitening
+from dlcamp.train.run import WHITENING_IMAGES, build, make_config
 
 
 def correlated_images(n=64, c=1, side=12, seed=0):
@@ -86,14 +87,25 @@ def test_bad_settings_and_inputs_raise_clear_errors():
     assert layer.weight.requires_grad and not layer.fitted  # nothing half-done
 
 
-def test_fit_input_whitening_fits_only_the_first_layer_once():
-    images = correlated_images(side=28)
+def test_input_whitening_finds_only_an_unfitted_first_layer():
     net = create_model("cnn", widths=(16, 32, 48), test_flip=True, whiten=True)
-    assert isinstance(net[0], PatchWhitening)
-    assert fit_input_whitening(net, images) == 1
-    assert fit_input_whitening(net, images) == 0  # already fitted
-    assert fit_input_whitening(create_model("lenet"), images) == 0
-    assert not isinstance(create_model("cnn")[0], PatchWhitening)  # off unless asked
+    layer = input_whitening(net)
+    assert layer is net[0] and isinstance(layer, PatchWhitening)
+    layer.fit(correlated_images(side=28))
+    assert input_whitening(net) is None  # already fitted
+    assert input_whitening(create_model("lenet")) is None
+    assert input_whitening(create_model("cnn")) is None  # off unless asked
+
+
+def test_training_run_fits_the_first_layer_and_keeps_it():
+    cfg = make_config("cnn", quick=True, max_steps=3)
+    trainer, loaders, _ = build(cfg, None, progress=False, log=lambda _: None)
+    layer = trainer.model[0]
+    assert bool(layer.fitted)
+    expected = PatchWhitening(1, 16).fit(loaders.train.head(WHITENING_IMAGES)).weight
+    torch.testing.assert_close(layer.weight.detach().contiguous(), expected)
+    trainer.fit(loaders.train)
+    torch.testing.assert_close(layer.weight.detach().contiguous(), expected)  # frozen
 
 
 def test_loader_head_is_the_first_images_normalised_without_augmentation():

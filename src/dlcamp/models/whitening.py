@@ -95,13 +95,10 @@ class PatchWhitening(nn.Conv2d):
         return f"{super().extra_repr()}, eps={self.eps}, fitted={bool(self.fitted)}"
 
 
-def fit_input_whitening(model: nn.Module, images: torch.Tensor) -> int:
-    """Fit every unfitted PatchWhitening of `model` that sees the images themselves (the
-    model's first leaf module); returns how many it fitted (0 or 1)."""
+def input_whitening(model: nn.Module) -> PatchWhitening | None:
+    """The model's first leaf module if it is a PatchWhitening not yet fitted (the only place
+    where such a layer sees the images themselves), else None."""
     first = model
     while next(first.children(), None) is not None:
         first = next(first.children())
-    if isinstance(first, PatchWhitening) and not first.fitted:
-        first.fit(images.to(first.weight.device))
-        return 1
-    return 0
+    return first if isinstance(first, PatchWhitening) and not first.fitted else None

@@ -22,7 +22,7 @@ from dlcamp.data.loader import Augment, flip_and_shift, make_loaders
 from dlcamp.errors import BadArgument, CheckpointError, RunDirExists
 from dlcamp.models import create_model, model_recipe
 from dlcamp.models.registry import model_accepts
-from dlcamp.models.whitening import fit_input_whitening
+from dlcamp.models.whitening import input_whitening
 from dlcamp.train.callbacks import Checkpoint, CSVLogger, EarlyStopping, EpochLog, ProgressBar
 from dlcamp.train.checkpoint import check_same_model, load_checkpoint, load_weights
 from dlcamp.train.plot import PlotCurves
@@ -198,7 +198,9 @@ def build(cfg: RunConfig, out: Path | None, progress: bool = True,
         model = create_scratch_model(cfg.model, **kwargs)
     else:
         model = create_model(cfg.model, **kwargs)
-        if not text and fit_input_whitening(model, loaders.train.head(WHITENING_IMAGES)):
+        whitening = None if text else input_whitening(model)
+        if whitening is not None:  # only then are images gathered (resized ones are large)
+            whitening.fit(loaders.train.head(WHITENING_IMAGES))
             log(f"first layer: patch whitening fitted to the first "
                 f"{min(WHITENING_IMAGES, len(loaders.train_set)):,} training images, frozen")
     meta = {"model": model.dlcamp_spec, "data": data, "config": cfg.to_dict(),
