@@ -4,7 +4,7 @@
     python bench/flops.py --quick          # a few batches, small matmuls (smoke run)
 
 Training FLOPs per example are counted by torch.utils.flop_counter.FlopCounterMode over one
-forward and one backward pass, by dlcamp.compare.training_flops (convolutions and matrix
+forward and one backward pass, by dlcamp.course.compare.training_flops (convolutions and matrix
 products, a multiply-add = 2 FLOPs; element-wise work such as activations, pooling, batch norm
 and the optimizer is not counted, so the rate is a lower bound of the work done). The backward
 pass is about 2x the forward one (less for the first convolution, whose input needs no
@@ -20,7 +20,7 @@ import dataclasses
 import torch
 
 from common import markdown_table, parser, report, setup, time_dlcamp
-from dlcamp.compare import training_flops
+from dlcamp.course.compare import training_flops
 from dlcamp.models import create_model
 from dlcamp.train import TrainConfig, make_config
 from machine import matmul_peak

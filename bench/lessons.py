@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from dlcamp.lessons import list_lessons
+from dlcamp.course.lessons import list_lessons
 from machine import describe, describe_markdown
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,7 +5,7 @@
     python bench/scratch.py --no-accuracy
 
 Speed: the same network (same initial weights), batch size, data loader, optimiser and number
-of steps, trained by `ScratchTrainer` (dlcamp.scratch, NumPy) and by `Trainer` (PyTorch, fp32,
+of steps, trained by `ScratchTrainer` (dlcamp.engine, NumPy) and by `Trainer` (PyTorch, fp32,
 eager, no bf16/channels-last/compile). Epochs alternate between the two engines so that both
 see the same machine load; the table gives the median epoch time of `--repeats` epochs each.
 NumPy's BLAS (OpenBLAS) and PyTorch both use every core for matrix products.

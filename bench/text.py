@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from common import Take, markdown_table, parser, replace_section, report, setup
-from dlcamp.lm import lm_run, sample, tokens_per_second, unigram_perplexity
+from dlcamp.course.lm import lm_run, sample, tokens_per_second, unigram_perplexity
 from dlcamp.models import count_parameters
 from dlcamp.train import make_config
 from dlcamp.train.run import build

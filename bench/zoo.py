@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from common import markdown_table, parser, replace_section, report, setup
-from dlcamp.compare import count_flops, input_shape_of, train_model
+from dlcamp.course.compare import count_flops, input_shape_of, train_model
 from dlcamp.models import count_parameters
 from dlcamp.models.book import book_config
 from dlcamp.train import make_config

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Get Fashion-MNIST without the internet at run time: Debian's dataset-fashion-mnist package.
-# Also the text corpora (dlcamp.data.text): Debian's fortunes-zh (Tang/Song poems, Chinese
+# Also the text corpora (dlcamp.text.corpora): Debian's fortunes-zh (Tang/Song poems, Chinese
 # sayings) and fortunes (English quotations). Each does nothing when its files are already
 # somewhere dlcamp looks (DLCAMP_DATA, cache, system); the tests need them all.
 # Also installs, optionally, a small Chinese font (fonts-wqy-microhei) for plot labels.
@@ -17,7 +17,7 @@ cjk_font_present() {
   ls /usr/share/fonts/*/wqy/* /usr/share/fonts/*/noto-cjk/* /usr/share/fonts/*/noto/*CJK* \
      /usr/share/fonts/*/droid/DroidSansFallback* >/dev/null 2>&1
 }
-# Optional: Chinese plot titles (dlcamp.plot) need a CJK font. Never fatal.
+# Optional: Chinese plot titles (dlcamp.course.plot) need a CJK font. Never fatal.
 if cjk_font_present; then
   echo "CJK font: present"
 elif command -v apt-get >/dev/null 2>&1 && { [ -z "$sudo" ] || sudo -n true 2>/dev/null; }; then
@@ -29,7 +29,7 @@ fi
 can_apt() { command -v apt-get >/dev/null 2>&1 && [ "$sudo" != none ]; }
 status=0
 
-# Text corpora: fortune files, found like dlcamp.data.text.fortune_dirs() finds them.
+# Text corpora: fortune files, found like dlcamp.text.corpora.fortune_dirs() finds them.
 fortune_sys="${DLCAMP_SYSTEM_DATA:+$DLCAMP_SYSTEM_DATA/fortunes}"
 fortune_sys="${fortune_sys:-/usr/share/games/fortunes}"
 fortune_present() {  # fortune_present FILE: FILE or FILE.gz where dlcamp looks

@@ -1,9 +1,9 @@
-"""dlcamp.basics: the hand-written data, batching, loss and SGD used by lessons 1.03 and 1.04."""
+"""dlcamp.course.basics: hand-written data, batching, loss and SGD (lessons 1.03 and 1.04)."""
 
 import pytest
 import torch
 
-from dlcamp.basics import (
+from dlcamp.course.basics import (
     count_correct,
     evaluate_accuracy,
     minibatches,
@@ -140,7 +140,7 @@ def test_evaluate_accuracy_records_no_graph():
 
 
 def test_train_scratch_learns_and_records_history():
-    from dlcamp.basics import train_scratch
+    from dlcamp.course.basics import train_scratch
 
     torch.manual_seed(0)
     X = torch.randn(400, 5)
@@ -166,7 +166,7 @@ def test_train_scratch_learns_and_records_history():
 def test_polynomial_features_are_scaled_powers():
     import math
 
-    from dlcamp.basics import polynomial_features
+    from dlcamp.course.basics import polynomial_features
 
     x = torch.tensor([-2.0, 0.0, 0.5, 3.0])
     F = polynomial_features(x, degree=6)

@@ -1,4 +1,4 @@
-"""dlcamp.compare: layer shapes, FLOPs against a hand count, equal-time comparison, its plot."""
+"""dlcamp.course.compare: layer shapes, FLOPs vs a hand count, equal-time comparison, its plot."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from dlcamp.compare import (
+from dlcamp.course.compare import (
     compare_figure,
     compare_models,
     count_flops,

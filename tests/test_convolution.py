@@ -1,4 +1,4 @@
-"""dlcamp.convolution: the hand-written convolution and pooling equal PyTorch's, shapes included."""
+"""dlcamp.course.convolution: hand-written convolution and pooling equal PyTorch's, shapes too."""
 
 import pytest
 import torch
@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dlcamp.convolution import (
+from dlcamp.course.convolution import (
     conv_output_size,
     corr2d,
     corr2d_multi_in,

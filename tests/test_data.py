@@ -16,11 +16,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import FASHION_SYSTEM, corrupt_gz
+from dlcamp.core.errors import DatasetCorrupt, DatasetNotFound, DlcampError, UnknownName
+from dlcamp.core.io import atomic_write_bytes
 from dlcamp.data import ImageSet, TensorLoader, fetch_fashion_mnist, load_dataset, make_loaders
 from dlcamp.data.datasets import FASHION_CLASSES_ZH, FASHION_FILES
-from dlcamp.data.files import atomic_write_bytes, parse_idx, read_bytes, sha256
+from dlcamp.data.files import parse_idx, read_bytes, sha256
 from dlcamp.data.loader import flip_and_shift
-from dlcamp.errors import DatasetCorrupt, DatasetNotFound, DlcampError, UnknownName
 
 
 def test_fashion_mnist_shapes_labels_and_names():

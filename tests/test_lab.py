@@ -17,7 +17,7 @@ import uuid
 
 import pytest
 
-from dlcamp.lessons import export_lesson, find_lesson
+from dlcamp.course.lessons import export_lesson, find_lesson
 
 pytest.importorskip("jupyterlab")
 websocket = pytest.importorskip("websocket")

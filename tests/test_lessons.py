@@ -12,8 +12,8 @@ import sys
 
 import pytest
 
-from dlcamp.errors import UnknownName
-from dlcamp.lessons import execute_notebook, export_lesson, find_lesson, list_lessons
+from dlcamp.core.errors import UnknownName
+from dlcamp.course.lessons import execute_notebook, export_lesson, find_lesson, list_lessons
 
 LESSONS = list_lessons()
 QUICK_ENV = {**os.environ, "DLCAMP_QUICK": "1", "MPLBACKEND": "Agg", "DLCAMP_QUIET": "1"}

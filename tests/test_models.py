@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dlcamp.errors import UnknownName
+from dlcamp.core.errors import UnknownName
 from dlcamp.models import count_parameters, create_model, list_models, model_recipe
 from dlcamp.models.registry import model_accepts
 from dlcamp.train import TrainConfig

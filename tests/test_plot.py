@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import pytest
 import torch
 
-from dlcamp import plot
+from dlcamp.course import plot
 
 TITLES = ["T恤", "裤子", "套衫", "连衣裙", "外套"]
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from dlcamp.generate import LINE_ENDS, generate, generate_poem
 from dlcamp.models import create_model
 from dlcamp.models.rnn import RecurrentScratch
 from dlcamp.text import Vocab
+from dlcamp.text.generate import LINE_ENDS, generate, generate_poem
 from dlcamp.train.task import LanguageModel
 from test_cli import assert_one_line_error, dlcamp
 

@@ -1,4 +1,4 @@
-"""dlcamp.scratch: the NumPy engine against PyTorch as the oracle.
+"""dlcamp.engine: the NumPy engine against PyTorch as the oracle.
 
 Every operation runs twice, once in the scratch engine and once in PyTorch, on the same float64
 numbers (so the tolerances can be tight); the forward values and the gradients of every input,
@@ -21,10 +21,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from dlcamp.core.errors import CheckpointError
 from dlcamp.data import load_dataset
-from dlcamp.errors import CheckpointError
-from dlcamp.models import create_model
-from dlcamp.scratch import (
+from dlcamp.engine import (
     Tensor,
     avg_pool2d,
     conv2d,
@@ -34,8 +33,9 @@ from dlcamp.scratch import (
     max_pool2d,
     no_grad,
 )
-from dlcamp.scratch import nn as snn
-from dlcamp.scratch import optim as soptim
+from dlcamp.engine import nn as snn
+from dlcamp.engine import optim as soptim
+from dlcamp.models import create_model
 
 SETTINGS = settings(max_examples=40, deadline=None)
 TIGHT = dict(rtol=1e-9, atol=1e-12)  # float64 against float64

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from dlcamp.errors import BadArgument
-from dlcamp.scratch import optim
-from dlcamp.scratch.train import ScratchTrainer, clip_grad_norm, create_scratch_model
+from dlcamp.core.errors import BadArgument
+from dlcamp.engine import optim
 from dlcamp.train.checkpoint import load_checkpoint
+from dlcamp.train.engine import ScratchTrainer, clip_grad_norm, create_scratch_model
 from dlcamp.train.run import make_config, resume_run, train_run
 from dlcamp.train.trainer import TrainConfig, make_optimizer
 from test_cli import assert_one_line_error, dlcamp
@@ -92,7 +92,7 @@ def test_resume_gives_the_same_run_as_training_straight_through(tmp_path, optimi
 def test_interrupted_run_with_dropout_resumes_bit_for_bit(tmp_path):
     """Ctrl-C after epoch 1, then resume to 2: exactly the uninterrupted run.
 
-    The dropout masks come from the engine's own NumPy generator (dlcamp.scratch.nn), so
+    The dropout masks come from the engine's own NumPy generator (dlcamp.engine.nn), so
     the checkpoint must carry its state; a one-cycle schedule spans both epochs.
     """
     cfg = make_config("mlp", quick=True, engine="scratch", epochs=2, schedule="onecycle",

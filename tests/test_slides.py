@@ -10,9 +10,9 @@ from html.parser import HTMLParser
 import nbformat
 import pytest
 
-from dlcamp.errors import BadArgument
-from dlcamp.lessons import export_lesson, find_lesson, list_lessons, read_notebook
-from dlcamp.slides import MAX_OUTPUT_LINES, group_slides, render_output, slides_html
+from dlcamp.core.errors import BadArgument
+from dlcamp.course.lessons import export_lesson, find_lesson, list_lessons, read_notebook
+from dlcamp.course.slides import MAX_OUTPUT_LINES, group_slides, render_output, slides_html
 
 # Anything a page would fetch from the network: src/href to http(s) or //host, CSS imports/urls.
 REMOTE = re.compile(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//"""

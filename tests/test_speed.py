@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from dlcamp.errors import BadArgument
+from dlcamp.core.errors import BadArgument
 from dlcamp.models import create_model
 from dlcamp.train import TrainConfig, Trainer, make_config, train_run
 from dlcamp.train import speed as speed_mod
@@ -163,9 +163,9 @@ def test_evaluate_serve_and_onnx_agree_on_a_bf16_trained_checkpoint(tmp_path):
     """Whatever the training precision, evaluate, the server and ONNX compute in fp32."""
     pytest.importorskip("onnxruntime")
     from dlcamp.data import load_dataset
-    from dlcamp.evaluate import evaluate_checkpoint
     from dlcamp.serve.export import export_onnx
     from dlcamp.serve.model import ServedModel
+    from dlcamp.train.evaluate import evaluate_checkpoint
 
     cfg = make_config("cnn", quick=True, epochs=1, max_steps=15, precision="bf16")
     train_run(cfg, tmp_path / "run", **QUIET)

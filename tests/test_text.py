@@ -11,14 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dlcamp.data.text import (
-    FORTUNE_SYSTEM_DIR,
-    parse_poem,
-    parse_quote,
-    parse_saying,
-    split_records,
-)
-from dlcamp.errors import BadArgument, DatasetCorrupt, DatasetNotFound, UnknownName
+from dlcamp.core.errors import BadArgument, DatasetCorrupt, DatasetNotFound, UnknownName
 from dlcamp.text import (
     SeqDataLoader,
     Vocab,
@@ -33,6 +26,13 @@ from dlcamp.text import (
     seq_data_iter_random,
     seq_data_iter_sequential,
     tokenize,
+)
+from dlcamp.text.corpora import (
+    FORTUNE_SYSTEM_DIR,
+    parse_poem,
+    parse_quote,
+    parse_saying,
+    split_records,
 )
 
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
+from dlcamp.core.errors import CheckpointError, RunDirExists
 from dlcamp.data import make_loaders
-from dlcamp.errors import CheckpointError, RunDirExists
 from dlcamp.models import create_model
 from dlcamp.train import (
     Callback,
@@ -320,7 +320,7 @@ def test_a_label_smoothed_run_reports_plain_validation_loss(tmp_path):
     last = trainer.history[-1]
     assert "train_loss_smoothed" in last and "val_loss_smoothed" not in last
     assert last["train_loss_smoothed"] > last["train_loss"]  # smoothing adds to the objective
-    from dlcamp.evaluate import evaluate_checkpoint
+    from dlcamp.train.evaluate import evaluate_checkpoint
 
     result = evaluate_checkpoint(out, quick=True)  # the same 2,000 test images, plain CE
     assert result["loss"] == pytest.approx(last["val_loss"], rel=1e-4)

@@ -11,14 +11,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dlcamp.core.errors import BadArgument, UnknownName
 from dlcamp.data import TensorLoader, load_dataset
 from dlcamp.data.datasets import ImageSet
-from dlcamp.errors import BadArgument, UnknownName
-from dlcamp.evaluate import evaluate_checkpoint
 from dlcamp.models import book_config, count_parameters, create_model, model_recipe
 from dlcamp.models.blocks import BatchNormScratch, batch_norm
 from dlcamp.models.googlenet import STAGES
 from dlcamp.train import make_config, train_run
+from dlcamp.train.evaluate import evaluate_checkpoint
 from dlcamp.train.run import RunConfig, _model_kwargs
 
 ZOO = ["lenet-bn", "alexnet", "vgg", "nin", "googlenet", "resnet", "resnet18", "densenet"]

@@ -31,7 +31,7 @@
 import numpy as np
 import torch
 
-from dlcamp.utils import is_quick
+from dlcamp.core.utils import is_quick
 
 QUICK = is_quick()  # 本讲很快，快速模式与完整模式做的事情一样
 torch.manual_seed(0)

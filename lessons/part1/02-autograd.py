@@ -32,7 +32,7 @@
 # %%
 import torch
 
-from dlcamp.utils import is_quick
+from dlcamp.core.utils import is_quick
 
 QUICK = is_quick()  # quick mode only runs fewer random trials of the control-flow check
 torch.manual_seed(0)

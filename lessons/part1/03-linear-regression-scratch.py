@@ -34,8 +34,8 @@
 import matplotlib.pyplot as plt
 import torch
 
-from dlcamp.basics import minibatches, sgd_, squared_loss, synthetic_linear
-from dlcamp.utils import is_quick
+from dlcamp.core.utils import is_quick
+from dlcamp.course.basics import minibatches, sgd_, squared_loss, synthetic_linear
 
 QUICK = is_quick()
 # Quick mode: 5x fewer examples but 5x more epochs, so the number of SGD steps stays the same.
@@ -54,7 +54,7 @@ torch.manual_seed(0)
 # 算出标签，其中噪声（noise）$\epsilon$ 服从均值 0、标准差 0.01 的正态分布。
 # 这样训练结束后，就可以把学到的参数和真实参数直接比较。
 #
-# 生成数据的函数 `synthetic_linear` 在 `dlcamp.basics` 里，下一讲也会用到它。
+# 生成数据的函数 `synthetic_linear` 在 `dlcamp.course.basics` 里，下一讲也会用到它。
 
 # %%
 true_w = torch.tensor([2.0, -3.4])
@@ -81,7 +81,7 @@ plt.show()
 # 训练时我们不一次用全部数据，而是每次取一小批（minibatch），算这一批的梯度，更新一次参数。
 # 每一轮（epoch）先把样本顺序随机打乱，再按顺序切成若干批，每个样本恰好出现一次。
 #
-# `dlcamp.basics.minibatches` 的核心只有几行：一次 `randperm` 得到随机排列，然后按切片取下标——
+# `dlcamp.course.basics.minibatches` 的核心只有几行：一次 `randperm` 得到随机排列，然后按切片取下标——
 # 整批用张量索引，不在 Python 里逐个样本地循环。
 #
 # ```python

@@ -36,9 +36,9 @@
 import torch
 from torch import nn
 
-from dlcamp.basics import minibatches, synthetic_linear
+from dlcamp.core.utils import is_quick
+from dlcamp.course.basics import minibatches, synthetic_linear
 from dlcamp.train import Regression, TrainConfig, Trainer
-from dlcamp.utils import is_quick
 
 QUICK = is_quick()
 # Quick mode: 5x fewer examples but 5x more epochs, so the number of SGD steps stays the same.

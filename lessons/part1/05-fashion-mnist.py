@@ -36,10 +36,10 @@ import time
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from dlcamp.core.utils import is_quick
+from dlcamp.course.plot import cjk_font, show_images
 from dlcamp.data import TensorLoader, load_dataset
 from dlcamp.data.datasets import FASHION_FILES, get_spec
-from dlcamp.plot import cjk_font, show_images
-from dlcamp.utils import is_quick
 
 QUICK = is_quick()  # 快速模式：测速时只用一部分训练集
 torch.manual_seed(0)
@@ -93,7 +93,7 @@ for i, (en, zh) in enumerate(zip(train.classes, train.classes_zh, strict=True)):
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## 看看图片
 #
-# `dlcamp.plot.show_images` 把一批灰度图画成网格，标题用中文类别名。
+# `dlcamp.course.plot.show_images` 把一批灰度图画成网格，标题用中文类别名。
 # 画中文需要中文字体；如果系统里没有（`cjk_font()` 返回 `None`），中文会显示成方框，
 # 这时可以安装 `fonts-wqy-microhei`。
 

@@ -39,10 +39,10 @@ import time
 import matplotlib.pyplot as plt
 import torch
 
-from dlcamp.basics import evaluate_accuracy, train_scratch
+from dlcamp.core.utils import is_quick
+from dlcamp.course.basics import evaluate_accuracy, train_scratch
 from dlcamp.data.loader import make_loaders
 from dlcamp.train.plot import curves_figure
-from dlcamp.utils import is_quick
 
 QUICK = is_quick()
 # Quick mode: 6,000 training and 2,000 test images, 2 epochs; full mode: all 70,000 images.
@@ -179,7 +179,7 @@ assert torch.allclose(cross_entropy(softmax(O), torch.tensor([1, 3])),
 # 预测的类别就是概率（或分数）最大的那一列，`argmax(dim=1)`；
 # 和标签比较得到布尔张量，求和就是答对的个数。
 #
-# 在整个测试集上的准确率由 `dlcamp.basics.evaluate_accuracy(net, loader)` 计算，
+# 在整个测试集上的准确率由 `dlcamp.course.basics.evaluate_accuracy(net, loader)` 计算，
 # 之后的分类课都会用到它。
 # 它对任何"输入一批图像、输出 (B, C) 分数"的可调用对象都适用——我们手写的函数 `net`，或者一个
 # `nn.Module`。核心只有几行：
@@ -208,7 +208,7 @@ assert correct == 1
 
 # %% [markdown]
 # 后面的从零实现（多层感知机、权重衰减、暂退法……）都用同一个循环，所以它只写一次，放在
-# `dlcamp.basics.train_scratch` 里。打印出来读一读——就是上面说的那几步：
+# `dlcamp.course.basics.train_scratch` 里。打印出来读一读——就是上面说的那几步：
 
 # %%
 print(inspect.getsource(train_scratch))

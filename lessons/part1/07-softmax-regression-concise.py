@@ -34,10 +34,10 @@
 import torch
 from torch import nn
 
+from dlcamp.core.utils import is_quick
 from dlcamp.data.loader import make_loaders
 from dlcamp.models import create_model
 from dlcamp.train import EpochLog, PlotCurves, ProgressBar, TrainConfig, Trainer
-from dlcamp.utils import is_quick
 
 QUICK = is_quick()
 # Quick mode: 6,000 training and 2,000 test images, 2 epochs; full mode: all 70,000 images.

@@ -34,10 +34,10 @@ import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 
-from dlcamp.basics import evaluate_accuracy, train_scratch
+from dlcamp.core.utils import is_quick
+from dlcamp.course.basics import evaluate_accuracy, train_scratch
 from dlcamp.data.loader import make_loaders
 from dlcamp.train.plot import curves_figure
-from dlcamp.utils import is_quick
 
 QUICK = is_quick()
 NUM_EPOCHS = 3 if QUICK else 10

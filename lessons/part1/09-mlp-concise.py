@@ -29,10 +29,10 @@
 import torch
 from torch import nn
 
+from dlcamp.core.utils import is_quick
 from dlcamp.data.loader import make_loaders
 from dlcamp.models import count_parameters, create_model
 from dlcamp.train import EpochLog, PlotCurves, ProgressBar, TrainConfig, Trainer
-from dlcamp.utils import is_quick
 
 QUICK = is_quick()
 NUM_EPOCHS = 3 if QUICK else 10

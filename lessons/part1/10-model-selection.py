@@ -34,11 +34,11 @@ import matplotlib.pyplot as plt
 import torch
 from torch import nn
 
-from dlcamp.basics import minibatches, polynomial_features
+from dlcamp.core.utils import is_quick
+from dlcamp.course.basics import minibatches, polynomial_features
 from dlcamp.train import TrainConfig, Trainer
 from dlcamp.train.plot import curves_figure
 from dlcamp.train.task import Regression
-from dlcamp.utils import is_quick
 
 QUICK = is_quick()
 NUM_EPOCHS = 200 if QUICK else 400

@@ -35,7 +35,7 @@ import matplotlib.pyplot as plt
 import torch
 from torch import nn
 
-from dlcamp.basics import minibatches, sgd_, squared_loss, synthetic_linear
+from dlcamp.course.basics import minibatches, sgd_, squared_loss, synthetic_linear
 from dlcamp.train.plot import curves_figure
 
 NUM_EPOCHS = 100  # quick mode is the same: 400 tiny steps take well under a second

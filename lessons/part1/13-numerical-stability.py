@@ -32,7 +32,7 @@ import matplotlib.pyplot as plt
 import torch
 from torch import nn
 
-from dlcamp.utils import is_quick
+from dlcamp.core.utils import is_quick
 
 QUICK = is_quick()  # everything here is small: quick and full mode do the same work
 torch.manual_seed(0)

@@ -39,11 +39,11 @@ import torch
 from sklearn.datasets import load_diabetes
 from torch import nn
 
-from dlcamp.basics import minibatches
+from dlcamp.core.utils import is_quick
+from dlcamp.course.basics import minibatches
 from dlcamp.data.tabular import k_fold_indices, standardize
 from dlcamp.train import TrainConfig, Trainer
 from dlcamp.train.task import Regression
-from dlcamp.utils import is_quick
 
 QUICK = is_quick()
 NUM_EPOCHS = 60 if QUICK else 300

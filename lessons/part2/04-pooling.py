@@ -36,9 +36,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlcamp.convolution import pool2d
+from dlcamp.core.utils import is_quick
+from dlcamp.course.convolution import pool2d
 from dlcamp.data import load_dataset
-from dlcamp.utils import is_quick
 
 QUICK = is_quick()  # 快速模式：位移实验用的图片少一些，随机核对的次数少一些
 torch.manual_seed(0)

@@ -34,11 +34,17 @@ import inspect
 import matplotlib.pyplot as plt
 import torch
 
-from dlcamp.compare import count_flops, histories_figure, layer_shapes, shape_table, train_model
+from dlcamp.core.utils import is_quick
+from dlcamp.course.compare import (
+    count_flops,
+    histories_figure,
+    layer_shapes,
+    shape_table,
+    train_model,
+)
 from dlcamp.models import book_config, count_parameters, create_model
 from dlcamp.models import lenet as lenet_family
 from dlcamp.train import make_config
-from dlcamp.utils import is_quick
 
 QUICK = is_quick()  # 快速模式：只用 6000 张训练图片
 SECONDS = None  # 不限时：快速模式也按配方训练完所有轮次（只用 6000 张图片，几秒钟）

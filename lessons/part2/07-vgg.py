@@ -30,7 +30,8 @@ import inspect
 
 import torch
 
-from dlcamp.compare import (
+from dlcamp.core.utils import is_quick
+from dlcamp.course.compare import (
     count_flops,
     layer_shapes,
     lesson_run,
@@ -38,7 +39,6 @@ from dlcamp.compare import (
 )
 from dlcamp.models import book_config, count_parameters, create_model, model_recipe
 from dlcamp.models import vgg as vgg_family
-from dlcamp.utils import is_quick
 
 QUICK = is_quick()  # 快速模式：6000 张训练图片、批量 64，只训练 QUICK_STEPS 步
 torch.manual_seed(0)

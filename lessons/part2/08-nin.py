@@ -35,7 +35,8 @@ import inspect
 import torch
 from torch import nn
 
-from dlcamp.compare import (
+from dlcamp.core.utils import is_quick
+from dlcamp.course.compare import (
     QUICK_STEPS,
     count_flops,
     layer_shapes,
@@ -44,7 +45,6 @@ from dlcamp.compare import (
 )
 from dlcamp.models import book_config, count_parameters, create_model, model_recipe
 from dlcamp.models import nin as nin_family
-from dlcamp.utils import is_quick
 
 QUICK = is_quick()  # 快速模式：6000 张训练图片、批量 64，只训练 180 步
 torch.manual_seed(0)

@@ -35,12 +35,12 @@ import matplotlib.pyplot as plt
 import torch
 from torch import nn
 
-from dlcamp.compare import histories_figure, shape_table, train_model
+from dlcamp.core.utils import is_quick
+from dlcamp.course.compare import histories_figure, shape_table, train_model
 from dlcamp.models import book_config, count_parameters, create_model
 from dlcamp.models import lenet as lenet_family
 from dlcamp.models.blocks import BatchNormScratch, batch_norm
 from dlcamp.train import make_config
-from dlcamp.utils import is_quick
 
 QUICK = is_quick()  # 快速模式：只用 6000 张训练图片
 SECONDS = None  # 不限时：按书中的设置训练 10 轮（快速模式只用 6000 张图片，几秒钟）

@@ -32,9 +32,15 @@ import inspect
 import matplotlib.pyplot as plt
 import torch
 
-from dlcamp.compare import QUICK_STEPS, compare_figure, compare_models, count_flops, rows_table
+from dlcamp.core.utils import is_quick
+from dlcamp.course.compare import (
+    QUICK_STEPS,
+    compare_figure,
+    compare_models,
+    count_flops,
+    rows_table,
+)
 from dlcamp.models import create_model
-from dlcamp.utils import is_quick
 
 QUICK = is_quick()  # 快速模式：只比较四个小模型，每个训练 60 步、用 6000 张图片
 torch.manual_seed(0)

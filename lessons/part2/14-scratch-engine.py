@@ -23,7 +23,7 @@
 # 一路走来，PyTorch 替我们做了最难的部分：写完前向计算，调用一次 `backward()`，梯度就全有了；
 # 写一行 `nn.Conv2d`，卷积就算好了。这一讲打开这个黑箱。
 #
-# dlcamp 里有一个只用 NumPy 写成的小引擎 `dlcamp.scratch`，一千来行，一个下午就能读完，
+# dlcamp 里有一个只用 NumPy 写成的小引擎 `dlcamp.engine`，一千来行，一个下午就能读完，
 # 却足以在 Fashion-MNIST 上训练 MLP 和带批量规范化的 LeNet：
 #
 # | 文件 | 内容 |
@@ -44,16 +44,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dlcamp import scratch
+from dlcamp import engine
+from dlcamp.core.utils import is_quick
 from dlcamp.data.loader import make_loaders
+from dlcamp.engine import Tensor, cross_entropy, optim, unbroadcast
+from dlcamp.engine import nn as snn
+from dlcamp.engine.conv import windows
 from dlcamp.models import create_model
-from dlcamp.scratch import Tensor, cross_entropy, optim, unbroadcast
-from dlcamp.scratch import nn as snn
-from dlcamp.scratch.conv import windows
-from dlcamp.scratch.train import ScratchTrainer, to_numpy
 from dlcamp.train.callbacks import EpochLog
+from dlcamp.train.engine import ScratchTrainer, to_numpy
 from dlcamp.train.trainer import TrainConfig, Trainer
-from dlcamp.utils import is_quick
 
 QUICK = is_quick()  # 快速模式：6000 张训练图片，MLP 训练 2 轮，LeNet 只训练 80 步
 torch.manual_seed(0)
@@ -68,7 +68,7 @@ def max_error(ours: np.ndarray, theirs: torch.Tensor) -> float:
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## 计算图（computational graph）
 #
-# `scratch.Tensor` 包着一个 NumPy 数组 `.data`，外加几个字段：`requires_grad`（要不要求梯度）、
+# `engine.Tensor` 包着一个 NumPy 数组 `.data`，外加几个字段：`requires_grad`（要不要求梯度）、
 # `.grad`（梯度存在哪里）、`.op`（产生它的运算）、`._parents`（运算的输入）和 `._backward`（反向规则）。
 #
 # 每个运算做两件事：用 NumPy 算出结果（前向），再通过 `Tensor.make` 把输入和一个小函数——
@@ -208,7 +208,7 @@ for k in arrays:
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## 一个层：`Linear`
 #
-# `scratch.nn` 的层和 `torch.nn` 长得一样。`Module` 通过自己的属性找到参数
+# `engine.nn` 的层和 `torch.nn` 长得一样。`Module` 通过自己的属性找到参数
 # （`Parameter` 就是一个总要梯度的 `Tensor`），参数名也和 PyTorch 一致（`weight`、`bias`；
 # `Sequential` 里是 `1.weight` 这样的名字），所以权重可以在两个引擎之间直接搬运。
 #
@@ -275,7 +275,7 @@ assert np.array_equal(win[0, 0, 1, 2], img[0, 0, 1:3, 2:4])
 # 窗口互相重叠，一个像素会从好几行收到梯度：
 
 # %%
-print(inspect.getsource(scratch.conv2d))
+print(inspect.getsource(engine.conv2d))
 
 # %% [markdown]
 # 和 `F.conv2d` 比一比，故意用步幅 2、填充 1（窗口重叠，也要填充）：
@@ -285,7 +285,7 @@ conv_arrays = [rng.normal(size=shape).astype(np.float32)
                for shape in ((2, 3, 7, 7), (4, 3, 3, 3), (4,))]  # x, weight, bias
 conv_ours = [Tensor(v, requires_grad=True) for v in conv_arrays]
 conv_theirs = [torch.tensor(v, requires_grad=True) for v in conv_arrays]
-out_ours = scratch.conv2d(*conv_ours, stride=2, padding=1)
+out_ours = engine.conv2d(*conv_ours, stride=2, padding=1)
 out_theirs = F.conv2d(*conv_theirs, stride=2, padding=1)
 r_np = rng.normal(size=out_ours.shape).astype(np.float32)
 (out_ours * r_np).sum().backward()
@@ -409,7 +409,7 @@ torch_mlp.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
 xt, _ = next(iter(loaders.test))  # (1024, 1, 28, 28)
 with torch.no_grad():
     torch_out = torch_mlp(xt)
-with scratch.no_grad():
+with engine.no_grad():
     scratch_out = mlp_trainer.model(Tensor(to_numpy(xt)))
 errors["trained MLP logits"] = max_error(scratch_out.data, torch_out)
 print(f"{len(xt)} test images: max |logit difference| {errors['trained MLP logits']:.1e}, "
@@ -420,7 +420,7 @@ assert np.allclose(scratch_out.data, torch_out.numpy(), atol=1e-4)
 # ## 卷积网络：`lenet_modern`
 #
 # 同一个循环也能训练卷积网络。`lenet_modern` 是 LeNet 的现代版：卷积后接批量规范化、ReLU 和最大汇聚。
-# `scratch.nn.BatchNorm` 只用普通的张量运算（均值、减法、乘方）写成，梯度全部交给自动微分——
+# `engine.nn.BatchNorm` 只用普通的张量运算（均值、减法、乘方）写成，梯度全部交给自动微分——
 # 这正是有了自动微分的好处：新层只写前向。
 #
 # 卷积网络在我们的引擎上慢得多（后面会看到为什么），所以快速模式只训练 80 步（批量 64），完整模式训练 3 轮：

@@ -37,8 +37,8 @@ import inspect
 
 import torch
 
+from dlcamp.core.utils import is_quick
 from dlcamp.data import files
-from dlcamp.data.text import ANSI, CORPORA, clean_line, locate_corpus, split_records
 from dlcamp.text import (
     Vocab,
     corpus_text,
@@ -48,7 +48,7 @@ from dlcamp.text import (
     make_text_loaders,
     tokenize,
 )
-from dlcamp.utils import is_quick
+from dlcamp.text.corpora import ANSI, CORPORA, clean_line, locate_corpus, split_records
 
 QUICK = is_quick()  # 快速模式：逐字往返检查只做两个小语料，完整模式四个都做
 

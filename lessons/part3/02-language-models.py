@@ -37,7 +37,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from dlcamp.lm import unigram_perplexity
+from dlcamp.core.utils import is_quick
+from dlcamp.course.lm import unigram_perplexity
 from dlcamp.text import (
     SeqDataLoader,
     corpus_text,
@@ -47,7 +48,6 @@ from dlcamp.text import (
     seq_data_iter_sequential,
     tokenize,
 )
-from dlcamp.utils import is_quick
 
 QUICK = is_quick()  # 快速模式：英文名言只数前 10 万个词；唐诗部分两种模式完全一样
 
@@ -220,7 +220,7 @@ assert math.isclose(perplexity(uniform_nll), 10) and perplexity(0.0) == 1.0
 # 其中 $N$ 是训练集的词元数，$V$ 是词表大小；加 1 保证验证集里的 `<unk>`（训练集里从没出现）
 # 也有一点概率。数据用 `make_text_loaders` 给出的编号：词表只从训练集建立，
 # 换行符 `\n` 也是词元，和后面训练循环神经网络时完全一样。这个困惑度就是循环神经网络必须打败的**基线**，
-# 后面的课用 `dlcamp.lm.unigram_perplexity` 算它，和这里的三行代码一样：
+# 后面的课用 `dlcamp.course.lm.unigram_perplexity` 算它，和这里的三行代码一样：
 
 # %%
 data = make_text_loaders("tang300")  # full corpus: the data the RNN lessons train on

@@ -40,11 +40,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlcamp.lm import lm_run, sample, unigram_perplexity
+from dlcamp.core.utils import is_quick
+from dlcamp.course.lm import lm_run, sample, unigram_perplexity
 from dlcamp.models import create_model
 from dlcamp.models.rnn import LM_RECIPE, RNNLM, RecurrentScratch, rnn_cell
 from dlcamp.text import clip_gradients, make_text_loaders, perplexity
-from dlcamp.utils import is_quick
 
 QUICK = is_quick()  # 快速模式：语料的前 2 万字，训练 2 轮（34 步）
 torch.manual_seed(0)

@@ -32,10 +32,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlcamp.lm import lm_run, sample, scratch_matches_concise, tokens_per_second, unigram_perplexity
+from dlcamp.core.utils import is_quick
+from dlcamp.course.lm import (
+    lm_run,
+    sample,
+    scratch_matches_concise,
+    tokens_per_second,
+    unigram_perplexity,
+)
 from dlcamp.models import create_model
 from dlcamp.models.rnn import RecurrentScratch
-from dlcamp.utils import is_quick
 
 QUICK = is_quick()  # 快速模式：语料的前 2 万字、训练 34 步；完整模式：按配方训练
 torch.manual_seed(0)

@@ -34,12 +34,12 @@ import math
 import matplotlib.pyplot as plt
 import torch
 
-from dlcamp.lm import lm_run, unigram_perplexity
+from dlcamp.core.utils import is_quick
+from dlcamp.course.lm import lm_run, unigram_perplexity
 from dlcamp.models import create_model
 from dlcamp.models.rnn import RecurrentScratch, rnn_cell
 from dlcamp.text import clip_gradients, make_text_loaders
 from dlcamp.train.task import LanguageModel, detach_state
-from dlcamp.utils import is_quick
 
 QUICK = is_quick()  # 快速模式：唐诗只训练 2 轮；完整模式训练 6 轮（手写循环）和 20 轮（lm_run）
 torch.manual_seed(0)

@@ -36,10 +36,10 @@ import inspect
 import torch
 from torch import nn
 
-from dlcamp.lm import lm_run, sample, scratch_matches_concise
+from dlcamp.core.utils import is_quick
+from dlcamp.course.lm import lm_run, sample, scratch_matches_concise
 from dlcamp.models import count_parameters, create_model
 from dlcamp.models.rnn import RecurrentScratch, gru_cell
-from dlcamp.utils import is_quick
 
 QUICK = is_quick()  # 快速模式：语料的前 2 万字、每个模型训练 34 步；完整模式：按配方训练 12 轮
 torch.manual_seed(0)

@@ -40,10 +40,10 @@ import matplotlib.pyplot as plt
 import torch
 from torch import nn
 
-from dlcamp.lm import compare_lms, lm_run, sample, scratch_matches_concise
+from dlcamp.core.utils import is_quick
+from dlcamp.course.lm import compare_lms, lm_run, sample, scratch_matches_concise
 from dlcamp.models import count_parameters, create_model
 from dlcamp.models.rnn import lstm_cell, rnn_cell
-from dlcamp.utils import is_quick
 
 QUICK = is_quick()  # 快速模式：语料只取开头一段，每个模型只训练几十步
 torch.manual_seed(0)

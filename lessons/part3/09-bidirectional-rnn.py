@@ -38,9 +38,9 @@
 import torch
 from torch import nn
 
-from dlcamp.lm import lm_run, sample, scratch_matches_concise, tokens_per_second
+from dlcamp.core.utils import is_quick
+from dlcamp.course.lm import lm_run, sample, scratch_matches_concise, tokens_per_second
 from dlcamp.models import count_parameters, create_model
-from dlcamp.utils import is_quick
 
 QUICK = is_quick()  # 快速模式：语料只取开头一段，每个模型只训练 60 步
 torch.manual_seed(0)

@@ -60,8 +60,9 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=".*httpx.*")  # starlette's notice about httpx
     from fastapi.testclient import TestClient
 
+from dlcamp.core.errors import CheckpointError
+from dlcamp.core.utils import is_quick
 from dlcamp.data import load_dataset
-from dlcamp.errors import CheckpointError
 from dlcamp.serve.app import MAX_BODY, create_app
 from dlcamp.serve.batching import MicroBatcher
 from dlcamp.serve.export import export_onnx
@@ -69,7 +70,6 @@ from dlcamp.serve.model import ServedModel
 from dlcamp.serve.preprocess import MAX_PIXELS, ImageError, Preprocess
 from dlcamp.train.checkpoint import load_checkpoint, model_from_checkpoint
 from dlcamp.train.run import make_config, train_run
-from dlcamp.utils import is_quick
 
 QUICK = is_quick()  # 快速模式：小数据集训练 2 轮，评估和压力测试都少一些
 torch.manual_seed(0)

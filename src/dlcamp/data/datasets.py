@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dlcamp.core.errors import DatasetCorrupt, DatasetNotFound, UnknownName
 from dlcamp.data import files
-from dlcamp.errors import DatasetCorrupt, DatasetNotFound, UnknownName
 
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]

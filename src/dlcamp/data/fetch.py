@@ -6,9 +6,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from dlcamp.core.errors import DatasetCorrupt, DlcampError
+from dlcamp.core.io import atomic_write_bytes
 from dlcamp.data import files
 from dlcamp.data.datasets import FASHION_FILES, FASHION_URL
-from dlcamp.errors import DatasetCorrupt, DlcampError
 
 
 def fetch_fashion_mnist(dest: Path | None = None, base_url: str = FASHION_URL,
@@ -36,7 +37,7 @@ def fetch_fashion_mnist(dest: Path | None = None, base_url: str = FASHION_URL,
                 f"{dest} or a folder named by DLCAMP_DATA."
             ) from e
         tmp = dest / f".{stem}.download.gz"
-        files.atomic_write_bytes(tmp, payload)  # decompress from disk, then verify
+        atomic_write_bytes(tmp, payload)  # decompress from disk, then verify
         try:
             content = files.read_bytes(tmp)
             if files.sha256(content) != digest:

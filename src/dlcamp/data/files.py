@@ -5,12 +5,11 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from dlcamp.errors import DatasetCorrupt
+from dlcamp.core.errors import DatasetCorrupt
 
 
 # Where dataset files are looked for, in order. `$DLCAMP_DATA/<name>` first so a user can
@@ -79,25 +78,3 @@ def parse_idx(data: bytes, source: Path | str = "<bytes>") -> np.ndarray:
             f"{source} is truncated or padded: {len(data)} bytes, header says {expected}."
         )
     return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that readers see the old file or the new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual open() mode
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

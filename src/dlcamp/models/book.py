@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dlcamp.errors import UnknownName
+from dlcamp.core.errors import UnknownName
 
 # model -> (book section in d2l-en, model kwargs, resize, lr, batch size, book test accuracy)
 _BOOK: dict[str, tuple[str, dict[str, Any], int, float, int, float]] = {

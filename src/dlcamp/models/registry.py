@@ -16,7 +16,7 @@ from typing import Any
 
 from torch import nn
 
-from dlcamp.errors import BadArgument, UnknownName
+from dlcamp.core.errors import BadArgument, UnknownName
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 _RECIPES: dict[str, dict[str, Any]] = {}

@@ -146,8 +146,9 @@ class RecurrentScratch(nn.Module):
 class RNNLM(nn.Module):
     """A character- (or word-) level language model around a recurrent layer.
 
-    forward(tokens (B, T), state) -> (logits (B, T, vocab), state). The training loop asks
-    `self.task` (a LanguageModel task) for the loss, so it carries the state across batches.
+    forward(tokens (B, T), state) -> (logits (B, T, vocab), state). The model knows nothing of
+    its training: `dlcamp.train.task.default_task` gives RNNLMs the LanguageModel task, which
+    carries the state across batches.
     """
 
     def __init__(self, vocab_size: int, cell: str = "lstm", num_hiddens: int = 256,
@@ -156,8 +157,6 @@ class RNNLM(nn.Module):
         super().__init__()
         if vocab_size < 2 or num_hiddens < 1 or embed_size < 1 or num_layers < 1:
             raise ValueError("vocab_size >= 2, num_hiddens, embed_size, num_layers >= 1 please")
-        from dlcamp.train.task import LanguageModel
-
         self.vocab_size, self.cell, self.scratch = vocab_size, cell, scratch
         self.embedding = nn.Embedding(vocab_size, embed_size)
         self.drop = nn.Dropout(dropout)
@@ -174,7 +173,6 @@ class RNNLM(nn.Module):
         self.num_layers, self.num_hiddens = num_layers, num_hiddens
         self.directions = 2 if bidirectional else 1
         self.output = nn.Linear(num_hiddens * self.directions, vocab_size)
-        self.task = LanguageModel()
 
     def begin_state(self, batch_size: int, device: torch.device | str = "cpu") -> State:
         """Zeros: (layers * directions, B, H), a pair of them for the LSTM."""

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from dlcamp.data.files import atomic_write_bytes
-from dlcamp.errors import BadArgument
+from dlcamp.core.errors import BadArgument
+from dlcamp.core.io import atomic_write_bytes
 from dlcamp.serve.model import META_KEY, serving_meta
 from dlcamp.serve.preprocess import Preprocess
 from dlcamp.train.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dlcamp.errors import CheckpointError
+from dlcamp.core.errors import CheckpointError
 from dlcamp.serve.preprocess import Preprocess
 from dlcamp.train.checkpoint import load_checkpoint, model_from_checkpoint
 

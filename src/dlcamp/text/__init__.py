@@ -5,10 +5,10 @@
     for X, Y, fresh in data.train: ...        # (B, T) ids, Y = X shifted by one
 
 The corpora themselves (Tang and Song poems, Chinese sayings, English quotations from
-Debian's fortune packages) are read by `dlcamp.data.text`, re-exported here.
+Debian's fortune packages) are read by `dlcamp.text.corpora`, re-exported here.
 """
 
-from dlcamp.data.text import (
+from dlcamp.text.corpora import (
     CORPORA,
     TextRecord,
     corpus_text,

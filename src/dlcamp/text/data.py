@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import torch
 
-from dlcamp.data.text import corpus_text
-from dlcamp.errors import BadArgument
+from dlcamp.core.errors import BadArgument
+from dlcamp.text.corpora import corpus_text
 from dlcamp.text.vocab import Vocab, encode_corpus, tokenize
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -153,7 +153,7 @@ def make_text_loaders(corpus: str, batch_size: int = 32, num_steps: int = 35,
                       token: str = "char", min_freq: int = 0, random: bool = True,
                       quick: bool = False, seed: int = 0, device: torch.device | str = "cpu",
                       lower: bool = False) -> TextLoaders:
-    """Train and val loaders over a text corpus (see `dlcamp.data.text.list_corpora`).
+    """Train and val loaders over a text corpus (see `dlcamp.text.corpora.list_corpora`).
 
     The vocabulary is built from the training text only: a val token never seen in training
     becomes <unk>, as it would for a deployed model. Train batches use random sampling

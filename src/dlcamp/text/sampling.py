@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
-from dlcamp.errors import BadArgument
+from dlcamp.core.errors import BadArgument
 
 
 def perplexity(mean_nll: float) -> float:

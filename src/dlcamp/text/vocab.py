@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
-from dlcamp.errors import BadArgument
+from dlcamp.core.errors import BadArgument
 
 TOKEN_KINDS = ("char", "word")
 UNK = "<unk>"

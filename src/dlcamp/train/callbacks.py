@@ -14,9 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dlcamp.data.files import atomic_write_bytes
+from dlcamp.core.io import atomic_write_bytes
+from dlcamp.core.utils import is_quiet
 from dlcamp.train.checkpoint import save_checkpoint
-from dlcamp.utils import is_quiet
 
 
 class Callback:

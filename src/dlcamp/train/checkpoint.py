@@ -21,9 +21,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from dlcamp.data.files import atomic_write_bytes
-from dlcamp.errors import CheckpointError
+from dlcamp.core.errors import CheckpointError
+from dlcamp.core.io import atomic_write_bytes
 from dlcamp.models.registry import create_model
+from dlcamp.text.vocab import Vocab
 
 FORMAT, VERSION = "dlcamp-checkpoint", 1
 
@@ -89,3 +90,14 @@ def model_from_checkpoint(ckpt: dict[str, Any]) -> nn.Module:
     model = create_model(spec["name"], **spec["kwargs"])
     load_weights(model, ckpt["trainer"]["model"])
     return model.eval()
+
+
+def load_language_model(path: Path | str) -> tuple[nn.Module, Vocab, dict[str, Any]]:
+    """A language model and its vocabulary from a run directory or checkpoint file."""
+    ckpt = load_checkpoint(path)
+    data = ckpt.get("data", {})
+    if data.get("kind") != "text":
+        raise CheckpointError(f"{path} holds a {ckpt['model']['name']!r} model trained on "
+                              f"{data.get('dataset', 'images')!r}, not a language model. Train "
+                              "one first: `dlcamp train --model lstm --dataset tang300`.")
+    return model_from_checkpoint(ckpt), Vocab.from_idx_to_token(data["vocab"]), data

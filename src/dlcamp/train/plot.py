@@ -12,7 +12,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from dlcamp.data.files import atomic_write_bytes
+from dlcamp.core.io import atomic_write_bytes
 
 
 def in_notebook() -> bool:

@@ -16,19 +16,23 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from dlcamp.core.errors import BadArgument, CheckpointError, RunDirExists
+from dlcamp.core.io import atomic_write_bytes
+from dlcamp.core.utils import pick_device, seed_everything, versions
 from dlcamp.data.datasets import get_spec
-from dlcamp.data.files import atomic_write_bytes
 from dlcamp.data.loader import Augment, flip_and_shift, make_loaders
-from dlcamp.errors import BadArgument, CheckpointError, RunDirExists
+from dlcamp.engine import nn as scratch_nn
 from dlcamp.models import create_model, model_recipe
 from dlcamp.models.registry import model_accepts
 from dlcamp.models.whitening import input_whitening
+from dlcamp.text.corpora import list_corpora
+from dlcamp.text.data import make_text_loaders
 from dlcamp.train.callbacks import Checkpoint, CSVLogger, EarlyStopping, EpochLog, ProgressBar
 from dlcamp.train.checkpoint import check_same_model, load_checkpoint, load_weights
+from dlcamp.train.engine import ScratchTrainer, create_scratch_model
 from dlcamp.train.plot import PlotCurves
 from dlcamp.train.speed import machine_summary
 from dlcamp.train.trainer import TrainConfig, Trainer
-from dlcamp.utils import pick_device, seed_everything, versions
 
 RUN_FILES = ("config.json", "metrics.csv", "curves.png", "checkpoint.pt")
 WHITENING_IMAGES = 5_000  # images whose 3x3 patches fit a PatchWhitening first layer
@@ -38,7 +42,7 @@ WHITENING_IMAGES = 5_000  # images whose 3x3 patches fit a PatchWhitening first 
 class RunConfig:
     model: str = "cnn"
     dataset: str = "fashion-mnist"
-    engine: str = "torch"       # torch | scratch (dlcamp.scratch: NumPy, CPU, a few models)
+    engine: str = "torch"       # torch | scratch (dlcamp.engine: NumPy, CPU, a few models)
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     batch_size: int = 256
     augment: str = "none"       # none | flip | shift | flip+shift (whole-batch, on the device)
@@ -131,8 +135,6 @@ def _model_kwargs(cfg: RunConfig, shape: tuple[int, ...], n_classes: int) -> dic
 
 def _text_data(cfg: RunConfig) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     """Loaders, model arguments and checkpoint metadata for a language model on a corpus."""
-    from dlcamp.text import make_text_loaders
-
     if not model_accepts(cfg.model, "vocab_size"):
         raise BadArgument(f"{cfg.dataset} is a text corpus; {cfg.model!r} is not a language "
                           "model. Try --model lstm (or rnn, gru, deep-lstm, *-scratch).")
@@ -165,8 +167,6 @@ def _image_data(cfg: RunConfig, device: Any, augment: str) -> tuple[Any, dict[st
 
 
 def text_corpora() -> list[str]:
-    from dlcamp.data.text import list_corpora
-
     return list_corpora()
 
 
@@ -191,9 +191,6 @@ def build(cfg: RunConfig, out: Path | None, progress: bool = True,
             kwargs["test_flip"] = False
             log(f"note: no test-time flips on {cfg.dataset} (mirroring changes its labels)")
     if scratch:
-        from dlcamp.scratch import nn as scratch_nn
-        from dlcamp.scratch.train import ScratchTrainer, create_scratch_model
-
         scratch_nn.manual_seed(cfg.train.seed)
         model = create_scratch_model(cfg.model, **kwargs)
     else:

@@ -28,7 +28,7 @@ and an explicit value always wins (with a warning in the reason when it is likel
   peak memory until it exits.
 - torch.compile's kernel cache: kept per PyTorch CPU capability (`compile_cache_dir`).
 
-Evaluation, serving and ONNX export always compute in fp32 (see dlcamp.evaluate).
+Evaluation, serving and ONNX export always compute in fp32 (see dlcamp.train.evaluate).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dlcamp.errors import BadArgument
+from dlcamp.core.errors import BadArgument
 
 PRECISIONS = ("auto", "fp32", "bf16")
 SWITCH = ("auto", "on", "off")

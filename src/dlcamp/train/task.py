@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dlcamp.models.rnn import RNNLM
+
 Batch = tuple[torch.Tensor, ...]
 
 
@@ -121,3 +123,11 @@ class LanguageModel(Task):
     def summarize(self, sums: dict[str, float]) -> dict[str, float]:
         loss = sums["loss"] / max(sums["n"], 1.0)
         return {"loss": loss, "ppl": math.exp(min(loss, 50.0))}
+
+
+def default_task(model: object, label_smoothing: float = 0.0) -> Task:
+    """The task a model trains on unless one is given: next-token prediction for a language
+    model (`dlcamp.models.rnn.RNNLM`), else classification (with `label_smoothing`)."""
+    if isinstance(model, RNNLM):
+        return LanguageModel()
+    return Classification(label_smoothing)

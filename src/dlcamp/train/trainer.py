@@ -15,10 +15,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from dlcamp.errors import BadArgument
+from dlcamp.core.errors import BadArgument
+from dlcamp.core.utils import pick_device
 from dlcamp.train.speed import SpeedPlan, compile_cache_dir, num_threads, plan_speed
-from dlcamp.train.task import Classification, Task
-from dlcamp.utils import pick_device
+from dlcamp.train.task import Task, default_task
 
 
 @dataclass
@@ -60,7 +60,7 @@ class TrainConfig:
 
 def make_optimizer(params: Iterable[Any], cfg: TrainConfig, library: Any = torch.optim) -> Any:
     """The optimiser `cfg` names, from torch.optim (or another `library` with the same classes:
-    dlcamp.scratch.optim). Impossible settings (a negative lr) give a BadArgument, and so do
+    dlcamp.engine.optim). Impossible settings (a negative lr) give a BadArgument, and so do
     nan and inf, which the optimisers themselves accept and then train on silently."""
     if not (math.isfinite(cfg.lr) and math.isfinite(cfg.weight_decay)):
         raise BadArgument(f"lr and weight_decay must be finite numbers, got {cfg.lr} and "
@@ -124,7 +124,7 @@ class Trainer:
         if cfg.compile:
             compile_cache_dir()  # a kernel cache per CPU capability
             self.step_model = torch.compile(self.model)
-        self.task = task or getattr(model, "task", None) or Classification(cfg.label_smoothing)
+        self.task = task or default_task(model, cfg.label_smoothing)
         self.callbacks = list(callbacks)
         self.optimizer = make_optimizer(self.model.parameters(), cfg)
         lr_at(0.0, cfg)  # fail early on an unknown schedule name

@@ -5,12 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from dlcamp.core.errors import CheckpointError
+from dlcamp.core.utils import pick_device
 from dlcamp.data.datasets import ImageSet, load_dataset
 from dlcamp.data.loader import TensorLoader
-from dlcamp.errors import CheckpointError
+from dlcamp.text.corpora import corpus_text
+from dlcamp.text.data import eval_loader
+from dlcamp.text.vocab import Vocab, encode_corpus
 from dlcamp.train.checkpoint import load_checkpoint, model_from_checkpoint
 from dlcamp.train.trainer import TrainConfig, Trainer
-from dlcamp.utils import pick_device
 
 
 def evaluate_checkpoint(path: Path | str, dataset: str | None = None, split: str = "test",
@@ -47,14 +50,10 @@ def evaluate_checkpoint(path: Path | str, dataset: str | None = None, split: str
             "examples": len(data), **metrics, "trained_epochs": ckpt["trainer"]["epoch"]}
 
 
-
 def _evaluate_language_model(ckpt: dict[str, Any], dataset: str | None, split: str,
                              device: str, quick: bool) -> dict[str, Any]:
     """Perplexity of a language model on a corpus split ("test" means the held-out "val"),
     encoded with the vocabulary stored in the checkpoint, read sequentially (state carried)."""
-    from dlcamp.text import Vocab, corpus_text, encode_corpus
-    from dlcamp.text.data import eval_loader
-
     data_meta = ckpt["data"]
     name = dataset or data_meta["dataset"]
     split = "val" if split == "test" else split

@@ -8,9 +8,9 @@ import os
 import sys
 from pathlib import Path
 
-from dlcamp.argtypes import OneLineParser, number, seed, whole
-from dlcamp.errors import BadArgument, DlcampError, UnknownName
-from dlcamp.utils import is_quick
+from dlcamp.cli.argtypes import OneLineParser, number, seed, whole
+from dlcamp.core.errors import BadArgument, DlcampError, UnknownName
+from dlcamp.core.utils import is_quick
 
 # generate: the most tokens (free text) and lines (poems) one command writes (10,000 tokens:
 # about 20 s on a laptop CPU). Generation prints at the end, so a typo like --length 10000000
@@ -45,7 +45,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from dlcamp.evaluate import evaluate_checkpoint
+    from dlcamp.train.evaluate import evaluate_checkpoint
 
     result = evaluate_checkpoint(args.checkpoint, args.dataset, args.split, args.device,
                                  quick=args.quick or is_quick())
@@ -58,7 +58,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from dlcamp.generate import generate, generate_poem, load_language_model
+    from dlcamp.text.generate import generate, generate_poem
+    from dlcamp.train.checkpoint import load_language_model
 
     model, vocab, data = load_language_model(args.run)
     poem = args.poem
@@ -108,7 +109,7 @@ def _data(args: argparse.Namespace) -> int:
         dest = fetch_fashion_mnist(Path(args.dir) if args.dir else None, **kwargs)
         print(f"Fashion-MNIST is ready in {dest}")
         return 0
-    from dlcamp.data.text import list_corpora
+    from dlcamp.text.corpora import list_corpora
 
     if args.name in list_corpora():
         return _corpus_info(args.name)
@@ -134,8 +135,8 @@ def _data(args: argparse.Namespace) -> int:
 
 def _corpus_info(name: str) -> int:
     """One text corpus: where it was found, records per split, characters, an example."""
-    from dlcamp.data.text import corpus_text, get_corpus_spec, load_corpus, locate_corpus
-    from dlcamp.errors import DatasetNotFound
+    from dlcamp.core.errors import DatasetNotFound
+    from dlcamp.text.corpora import corpus_text, get_corpus_spec, load_corpus, locate_corpus
 
     spec = get_corpus_spec(name)
     print(f"{name}: {spec.description}")
@@ -163,7 +164,7 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _lessons(args: argparse.Namespace) -> int:
-    from dlcamp.lessons import (
+    from dlcamp.course.lessons import (
         export_lesson,
         find_lesson,
         list_lessons,
@@ -191,7 +192,7 @@ def _lessons(args: argparse.Namespace) -> int:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from dlcamp.doctor import report
+    from dlcamp.cli.doctor import report
 
     text, ok = report()
     print(text)

@@ -9,11 +9,11 @@ import time
 
 import torch
 
+from dlcamp.core.utils import pick_device, versions
 from dlcamp.data.datasets import DATASETS
 from dlcamp.data.files import cache_dir, system_dir
 from dlcamp.models import create_model
 from dlcamp.train.speed import SPEED_FLAGS, THREADS_ENV, cpu_info, plan_speed
-from dlcamp.utils import pick_device, versions
 
 
 def matmul_gflops(dtype: torch.dtype, n: int = 256, seconds: float = 0.05) -> float:

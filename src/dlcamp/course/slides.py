@@ -1,7 +1,7 @@
 """A lesson as reveal.js slides: one self-contained HTML file that opens offline.
 
 Everything the page needs is inside the file: reveal.js itself (vendored under
-dlcamp/assets/reveal, MIT), the styles, the code highlighted by Pygments on export, formulas
+dlcamp/course/assets/reveal, MIT), the styles, the code highlighted by Pygments on export, formulas
 turned into MathML on export (browsers draw MathML natively, so no MathJax download), and, for
 an executed lesson, its outputs with figures as data: URIs. Nothing is fetched from the network.
 
@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from dlcamp.errors import BadArgument
+from dlcamp.core.errors import BadArgument
 
-ASSET_DIR = "assets/reveal"
+ASSET_DIR = "course/assets/reveal"
 MAX_OUTPUT_LINES = 24
 UNKNOWN_TEX = re.compile(r">(\\[A-Za-z]+)<")  # latex2mathml keeps unknown commands as text
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")

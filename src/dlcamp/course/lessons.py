@@ -11,7 +11,7 @@ Each lesson file is the source of truth. Its header carries dlcamp metadata:
     # ---
 
 `dlcamp lessons list|run|export` find, run (as scripts, quick mode with --quick) and export
-them (to .ipynb for Jupyter, or to reveal.js slides that open offline: dlcamp.slides). Slide
+them (to .ipynb for Jupyter, or to reveal.js slides that open offline: dlcamp.course.slides). Slide
 boundaries are cell metadata (slideshow.slide_type).
 """
 
@@ -24,8 +24,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from dlcamp.data.files import atomic_write_bytes
-from dlcamp.errors import BadArgument, UnknownName
+from dlcamp.core.errors import BadArgument, UnknownName
+from dlcamp.core.io import atomic_write_bytes
 
 LESSON_FILE = re.compile(r"^(\d\d)-([a-z0-9-]+)\.py$")
 PART_DIR = re.compile(r"^part(\d+)$")
@@ -160,7 +160,7 @@ def export_lesson(lesson: Lesson, out_dir: Path, to: str = "ipynb", execute: boo
 
         data = nbformat.writes(notebook).encode("utf-8")
     else:
-        from dlcamp.slides import slides_html
+        from dlcamp.course.slides import slides_html
 
         tag = f"dlcamp {lesson.id} · {lesson.title_en}"
         try:
@@ -174,7 +174,7 @@ def export_lesson(lesson: Lesson, out_dir: Path, to: str = "ipynb", execute: boo
 
 def write_slides_index(out_dir: Path) -> Path:
     """out_dir/index.html linking every slide deck exported there so far, in lesson order."""
-    from dlcamp.slides import index_html
+    from dlcamp.course.slides import index_html
 
     entries = []
     for lesson in list_lessons():

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from dlcamp.scratch.tensor import Tensor, lift
+from dlcamp.engine.tensor import Tensor, lift
 
 
 def _pair(v: int | tuple[int, int]) -> tuple[int, int]:

@@ -25,8 +25,8 @@ from matplotlib.figure import Figure
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from dlcamp.core.errors import UnknownName
 from dlcamp.data.loader import Loaders
-from dlcamp.errors import UnknownName
 from dlcamp.models import book_config, count_parameters
 from dlcamp.train.plot import PlotCurves
 from dlcamp.train.run import RunConfig, build, make_config

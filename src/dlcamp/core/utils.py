@@ -9,7 +9,7 @@ import random
 import numpy as np
 import torch
 
-from dlcamp.errors import BadArgument
+from dlcamp.core.errors import BadArgument
 
 
 def pick_device(preference: str = "auto") -> torch.device:

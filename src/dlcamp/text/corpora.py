@@ -34,8 +34,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from dlcamp.core.errors import DatasetCorrupt, DatasetNotFound, UnknownName
 from dlcamp.data import files
-from dlcamp.errors import DatasetCorrupt, DatasetNotFound, UnknownName
 
 FORTUNE_SYSTEM_DIR = Path("/usr/share/games/fortunes")  # where Debian installs fortune files
 SPLITS = ("train", "val", "all")

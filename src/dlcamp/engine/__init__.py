@@ -1,6 +1,6 @@
-"""dlcamp.scratch: a small deep-learning engine on NumPy, to read in one sitting.
+"""dlcamp.engine: a small deep-learning engine on NumPy, to read in one sitting.
 
-    from dlcamp import scratch
+    from dlcamp import engine as scratch
     x = scratch.Tensor(np.random.randn(4, 3), requires_grad=True)
     loss = (x * x).sum()
     loss.backward()                     # x.grad == 2 * x
@@ -10,9 +10,9 @@ pooling), nn.py (layers shaped like torch.nn), optim.py (SGD, Adam), train.py (t
 by `dlcamp train --engine scratch`).
 """
 
-from dlcamp.scratch import nn, optim
-from dlcamp.scratch.conv import avg_pool2d, conv2d, max_pool2d
-from dlcamp.scratch.tensor import (
+from dlcamp.engine import nn, optim
+from dlcamp.engine.conv import avg_pool2d, conv2d, max_pool2d
+from dlcamp.engine.tensor import (
     Tensor,
     cross_entropy,
     dropout,

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from dlcamp.scratch.tensor import Tensor
+from dlcamp.engine.tensor import Tensor
 
 
 class Optimizer:

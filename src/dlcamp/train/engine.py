@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from dlcamp.errors import BadArgument, UnknownName
-from dlcamp.scratch import nn, optim
-from dlcamp.scratch.tensor import Tensor, cross_entropy, no_grad
+from dlcamp.core.errors import BadArgument, UnknownName
+from dlcamp.engine import nn, optim
+from dlcamp.engine.tensor import Tensor, cross_entropy, no_grad
 from dlcamp.train.speed import Choice, SpeedPlan
 from dlcamp.train.trainer import TrainConfig, Trainer, make_optimizer
 

@@ -11,9 +11,9 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from dlcamp.errors import CheckpointError
-from dlcamp.scratch import conv
-from dlcamp.scratch.tensor import Tensor, dropout
+from dlcamp.core.errors import CheckpointError
+from dlcamp.engine import conv
+from dlcamp.engine.tensor import Tensor, dropout
 
 _rng = np.random.default_rng(0)
 

@@ -1,6 +1,6 @@
 """Text generation from a trained language model: free text, or poems of a fixed shape.
 
-    model, vocab, meta = load_language_model("runs/lstm-tang300")
+    model, vocab, meta = load_language_model("runs/lstm-tang300")  # dlcamp.train.checkpoint
     print(generate(model, vocab, "床前", length=48, temperature=0.8, top_k=20))
     print(generate_poem(model, vocab, "床前", chars_per_line=5, lines=4))
 
@@ -13,29 +13,15 @@ turn, so a quatrain always has the shape of one.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import torch
 from torch import nn
 
-from dlcamp.errors import BadArgument, CheckpointError
-from dlcamp.text import Vocab, sample_next
-from dlcamp.train.checkpoint import load_checkpoint, model_from_checkpoint
+from dlcamp.core.errors import BadArgument
+from dlcamp.text.sampling import sample_next
+from dlcamp.text.vocab import Vocab
 
 PUNCTUATION = set("，。、；：？！,.;:?!·「」『』《》（）()“”\"'—…") | {"\n", " "}
 LINE_ENDS = ("，", "。")
-
-
-def load_language_model(path: Path | str) -> tuple[nn.Module, Vocab, dict[str, Any]]:
-    """A language model and its vocabulary from a run directory or checkpoint file."""
-    ckpt = load_checkpoint(path)
-    data = ckpt.get("data", {})
-    if data.get("kind") != "text":
-        raise CheckpointError(f"{path} holds a {ckpt['model']['name']!r} model trained on "
-                              f"{data.get('dataset', 'images')!r}, not a language model. Train "
-                              "one first: `dlcamp train --model lstm --dataset tang300`.")
-    return model_from_checkpoint(ckpt), Vocab.from_idx_to_token(data["vocab"]), data
 
 
 def _encode_prompt(vocab: Vocab, prompt: str, token: str) -> list[int]:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from dlcamp.compare import train_model
-from dlcamp.generate import generate, generate_poem
+from dlcamp.course.compare import train_model
+from dlcamp.text.generate import generate, generate_poem
 from dlcamp.train.run import make_config
 
 # Quick mode: the first part of the corpus (dlcamp.text.make_text_loaders) and a step budget.

@@ -1,0 +1,1 @@
+"""The bottom layer: errors, the name registry, files written atomically, small utilities."""
