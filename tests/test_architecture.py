@@ -22,12 +22,13 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "dlcamp"
 LAYERS = {
     "core": 0,
     "data": 1, "engine": 1,
-    "models": 2, "text": 2, "vision": 2,
-    "train": 3,
-    "serve": 4, "course": 4, "camp": 4,
-    "cli": 5,
+    "text": 2, "vision": 2,
+    "models": 3,
+    "train": 4,
+    "serve": 5, "course": 5, "camp": 5,
+    "cli": 6,
 }
-TOP = {"__init__": -1, "__main__": 6}  # dlcamp/__init__ (version, core.moved): under all
+TOP = {"__init__": -1, "__main__": 7}  # dlcamp/__init__ (version, core.moved): under all
 
 
 def module_name(path: Path) -> str:

@@ -35,7 +35,7 @@ def lessons_root() -> Path:
     """$DLCAMP_LESSONS, else the lessons/ folder of the source checkout."""
     if os.environ.get("DLCAMP_LESSONS"):
         return Path(os.environ["DLCAMP_LESSONS"])
-    return Path(__file__).resolve().parents[2] / "lessons"
+    return Path(__file__).resolve().parents[3] / "lessons"  # src/dlcamp/course/ -> the checkout
 
 
 @dataclass(frozen=True)
