@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import corrupt_gz
-from dlcamp.cli import MAX_LENGTH, MAX_LINES, build_parser, main
+from dlcamp.cli.main import MAX_LENGTH, MAX_LINES, build_parser, main
 
 
 def dlcamp(*args: str, env: dict | None = None, check: bool = True, cwd: Path | None = None):
