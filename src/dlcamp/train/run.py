@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from dlcamp.core.config import RunConfig, TrainConfig, check_name, split_settings
 from dlcamp.core.errors import BadArgument, CheckpointError, RunDirExists
 from dlcamp.core.io import atomic_write_bytes
 from dlcamp.core.utils import pick_device, seed_everything, versions
@@ -32,42 +32,19 @@ from dlcamp.train.checkpoint import check_same_model, load_checkpoint, load_weig
 from dlcamp.train.engine import ScratchTrainer, create_scratch_model
 from dlcamp.train.plot import PlotCurves
 from dlcamp.train.speed import machine_summary
-from dlcamp.train.trainer import TrainConfig, Trainer
+from dlcamp.train.trainer import Trainer
 
 RUN_FILES = ("config.json", "metrics.csv", "curves.png", "checkpoint.pt")
 WHITENING_IMAGES = 5_000  # images whose 3x3 patches fit a PatchWhitening first layer
-
-
-@dataclass
-class RunConfig:
-    model: str = "cnn"
-    dataset: str = "fashion-mnist"
-    engine: str = "torch"       # torch | scratch (dlcamp.engine: NumPy, CPU, a few models)
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
-    batch_size: int = 256
-    augment: str = "none"       # none | flip | shift | flip+shift (whole-batch, on the device)
-    patience: int = 0           # early stopping on the validation metric; 0: off
-    resize: int = 0             # upsample batches to resize x resize on the device; 0: off
-    num_steps: int = 35         # text: tokens per subsequence (the BPTT length)
-    token: str = "char"         # text: char | word
-    sampling: str = "sequential"  # text: sequential (state carried over) | random
-    quick: bool = False         # small subsets and at most 2 epochs
-    train: TrainConfig = field(default_factory=TrainConfig)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
-        d = dict(d)
-        train = TrainConfig.from_dict(d.pop("train", {}))
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__}, train=train)
 
 
 def make_config(model: str = "cnn", dataset: str = "fashion-mnist", quick: bool = False,
                 engine: str = "torch", **overrides: Any) -> RunConfig:
     """The model's registered recipe, then `overrides` (None values are ignored).
 
+    An override is any field of TrainConfig or RunConfig that a recipe may set (epochs=,
+    lr=, batch_size=, augment=, model_kwargs=, ...); each goes to the dataclass that has
+    the field, and an unknown name raises BadArgument.
     Quick mode trains on small subsets and caps the recipe at 2 epochs (unless `epochs` is given).
     The scratch engine keeps the recipe's optimiser and schedule; PyTorch-only speed settings
     (bf16, channels-last, compile) do not apply to it.
@@ -75,6 +52,8 @@ def make_config(model: str = "cnn", dataset: str = "fashion-mnist", quick: bool 
     if engine not in ("torch", "scratch"):
         raise BadArgument(f"unknown engine {engine!r}; choose torch or scratch")
     overrides = {k: v for k, v in overrides.items() if v is not None}
+    for key in overrides:
+        check_name(key, "make_config setting")
     settings = {**model_recipe(model), **overrides}
     if engine == "scratch":
         pytorch_only = {"precision": ("auto", "fp32"), "channels_last": ("auto", "off"),
@@ -86,11 +65,9 @@ def make_config(model: str = "cnn", dataset: str = "fashion-mnist", quick: bool 
             settings.pop(key, None)
     if quick and "epochs" not in overrides:
         settings["epochs"] = min(settings.get("epochs", 2), 2)
-    run_keys = {"batch_size", "augment", "patience", "model_kwargs", "resize", "num_steps",
-                "token", "sampling"}
-    run = {k: settings.pop(k) for k in list(settings) if k in run_keys}
+    run, train = split_settings(settings)
     return RunConfig(model=model, dataset=dataset, quick=quick, engine=engine,
-                     train=TrainConfig(**settings), **run)
+                     train=TrainConfig(**train), **run)
 
 
 def parse_augment(spec: str | bool | None) -> Augment | None:
