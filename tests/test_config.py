@@ -26,8 +26,10 @@ from dlcamp.core.config import (
     setting_fields,
 )
 from dlcamp.core.errors import BadArgument
+from dlcamp.data.loader import Loaders
 from dlcamp.models.registry import register_model
-from dlcamp.train.run import make_config
+from dlcamp.text.data import TextLoaders
+from dlcamp.train.run import build, data_kind, make_config
 
 # `dlcamp train` flags that are not settings of a recipe: written by hand in dlcamp.cli.main.
 HAND_WRITTEN = {"help", "model", "dataset", "engine", "quick", "out", "force", "resume",
@@ -135,3 +137,27 @@ def test_recipes_are_read_only_and_derive_with_replace():
     assert dict(derived) == {"lr": 0.2, "model_kwargs": {"width": 0.25}, "epochs": 4}
     base["model_kwargs"]["width"] = 9.0  # a copy: the recipe itself is unchanged
     assert base["model_kwargs"] == {"width": 0.25} and base["lr"] == 0.1
+
+
+# -- one loaders type -------------------------------------------------------------------------
+def test_image_runs_hold_out_the_test_split():
+    cfg = make_config("softmax", quick=True, epochs=1)
+    _, loaders, meta = build(cfg, None, progress=False, log=lambda _: None)
+    assert data_kind(cfg.dataset) == "image" == meta["data"]["kind"]
+    assert type(loaders) is Loaders and loaders.eval_split == "test"
+    assert loaders.test is loaders.eval and loaders.test_set is loaders.eval_set
+    assert loaders.describe == "6,000 train / 2,000 test"
+    with pytest.raises(AttributeError, match="'test' split, not 'val'"):
+        _ = loaders.val
+
+
+def test_text_runs_hold_out_the_val_split_and_say_so():
+    cfg = make_config("rnn", "tang300", quick=True, epochs=1, model_kwargs={"num_hiddens": 8})
+    _, loaders, meta = build(cfg, None, progress=False, log=lambda _: None)
+    assert data_kind("tang300") == "text" == meta["data"]["kind"]
+    assert isinstance(loaders, TextLoaders) and isinstance(loaders, Loaders)
+    assert loaders.eval_split == "val" and loaders.val is loaders.eval
+    assert len(loaders.vocab) == len(meta["data"]["vocab"])
+    assert loaders.describe.endswith("char tokens in the vocabulary")
+    with pytest.raises(AttributeError, match="'val' split, not 'test'"):
+        _ = loaders.test  # no silent test = val
