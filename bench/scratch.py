@@ -71,7 +71,7 @@ def accuracy(model: str, engine: str, epochs: int, quick: bool) -> dict[str, Any
     extra = {"max_steps": 20} if quick else {}
     trainer, loaders = trainer_for(model, engine, epochs, **extra)
     trainer.fit(loaders.train)
-    test = trainer.evaluate(loaders.test)
+    test = trainer.evaluate(loaders.eval)
     return {"model": MODELS[model], "engine": engine, "epochs": trainer.epoch,
             "test_acc": test["acc"], "train_s": trainer.train_seconds,
             "s_per_epoch": trainer.train_seconds / max(trainer.epoch, 1)}

@@ -51,7 +51,7 @@ def perplexities(corpus: str, budget: float, quick: bool) -> tuple[list[dict[str
         trained[name] = (trainer, loaders)
     _, loaders = trained["lstm"]
     rows.insert(0, {"corpus": corpus, "model": "unigram (add-one)", "vocab": len(loaders.vocab),
-                    "val_ppl": unigram_perplexity(loaders.train.corpus, loaders.test.corpus,
+                    "val_ppl": unigram_perplexity(loaders.train.corpus, loaders.val.corpus,
                                                   len(loaders.vocab))})
     return rows, trained
 

@@ -44,7 +44,7 @@ def run_one(name: str, quick: bool) -> dict[str, Any]:
     cfg = make_config(name, quick=quick)
     trainer, loaders = train_model(cfg, test_every_epoch=False, curves=False, progress=False,
                                    log=lambda _: None)
-    test = trainer.evaluate(loaders.test)
+    test = trainer.evaluate(loaders.eval)
     examples = sum(record["train_examples"] for record in trainer.history)
     book = book_config(name) if name != "lenet-modern" else None
     gpu = BOOK_GPU.get(name, (None, None))

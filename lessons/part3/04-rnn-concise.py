@@ -230,7 +230,7 @@ print(sample(runs["rnn"]["trainer"], loaders, "床前", poem=5, seed=0))
 # %%
 en_trainer, en_loaders, en_ppl = lm_run("rnn", "quotes-en", quick=QUICK, curves=False,
                                         **({} if QUICK else {"max_steps": 1000}))
-en_unigram = unigram_perplexity(en_loaders.train.corpus, en_loaders.test.corpus,
+en_unigram = unigram_perplexity(en_loaders.train.corpus, en_loaders.val.corpus,
                                 len(en_loaders.vocab))
 print(f"{len(en_loaders.vocab)} characters; validation perplexity {en_ppl:.2f} "
       f"(unigram {en_unigram:.2f})")

@@ -337,7 +337,7 @@ for clip in (0.0, CLIP):
     trainer, loaders, val_ppl[clip] = lm_run("rnn", "tang300", quick=QUICK, grad_clip=clip,
                                              **settings)
     print("  train loss per epoch:", [round(r["train_loss"], 2) for r in trainer.history])
-baseline = unigram_perplexity(loaders.train.corpus, loaders.test.corpus, len(loaders.vocab))
+baseline = unigram_perplexity(loaders.train.corpus, loaders.val.corpus, len(loaders.vocab))
 print({f"grad_clip={clip:g}": f"{ppl:.4g}" for clip, ppl in val_ppl.items()},
       f"add-one unigram baseline: {baseline:.1f}")
 assert val_ppl[CLIP] < val_ppl[0.0]

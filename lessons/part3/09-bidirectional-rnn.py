@@ -170,7 +170,7 @@ for name, (trainer, _, ppl) in runs.items():
 # %%
 bi_trainer, bi_loaders, bi_ppl = runs["bilstm"]
 uni_trainer, _, uni_ppl = runs["lstm"]
-X_val, Y_val, _ = next(iter(bi_loaders.test))  # (B, T) each: the first validation batch
+X_val, Y_val, _ = next(iter(bi_loaders.val))  # (B, T) each: the first validation batch
 whole = {}
 with torch.no_grad():
     for name, trainer in (("lstm", uni_trainer), ("bilstm", bi_trainer)):

@@ -19,7 +19,9 @@ import math
 from collections.abc import Callable
 from typing import NoReturn
 
-SEED_MAX = 2**32 - 1  # NumPy's legacy seeding and the loaders' (seed, epoch) mixing fit in int64
+from dlcamp.core.config import SEED_MAX
+
+__all__ = ["SEED_MAX", "OneLineParser", "number", "seed", "whole"]
 
 
 def whole(low: int = 0, high: int | None = None, note: str = "") -> Callable[[str], int]:

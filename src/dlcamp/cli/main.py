@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from dlcamp.cli.argtypes import OneLineParser, number, seed, whole
+from dlcamp.cli.flags import add_setting_flags, overrides
 from dlcamp.core.errors import BadArgument, DlcampError, UnknownName
 from dlcamp.core.utils import is_quick
 
@@ -24,16 +25,8 @@ def _train(args: argparse.Namespace) -> int:
     if args.resume:
         trainer, out = resume_run(args.resume, epochs=args.epochs, progress=not args.no_progress)
     else:
-        cfg = make_config(
-            args.model, args.dataset, quick=args.quick or is_quick(), engine=args.engine,
-            epochs=args.epochs,
-            batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
-            schedule=args.schedule, weight_decay=args.weight_decay, precision=args.precision,
-            channels_last=args.channels_last, threads=args.threads,
-            augment=args.augment, device=args.device, seed=args.seed, patience=args.patience,
-            max_seconds=args.max_seconds, max_steps=args.max_steps, compile=args.compile,
-            num_steps=args.num_steps, token=args.token, sampling=args.sampling,
-            grad_clip=args.grad_clip)
+        cfg = make_config(args.model, args.dataset, quick=args.quick or is_quick(),
+                          engine=args.engine, **overrides(args))
         trainer, out = train_run(cfg, args.out, force=args.force, progress=not args.no_progress)
     last = trainer.history[-1] if trainer.history else {}
     metric = f"val_{trainer.task.monitor}"
@@ -211,36 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--engine", default="torch", choices=["torch", "scratch"],
                    help="torch (default), or scratch: dlcamp's NumPy engine (softmax, mlp, "
                    "lenet, lenet-modern; CPU)")
-    t.add_argument("--epochs", type=whole(1))
-    t.add_argument("--batch-size", type=whole(1))
-    t.add_argument("--lr", type=number(0, above=True))
-    t.add_argument("--optimizer", choices=["sgd", "adam", "adamw"])
-    t.add_argument("--schedule", choices=["constant", "onecycle", "cosine"])
-    t.add_argument("--weight-decay", type=number(0))
-    t.add_argument("--precision", choices=["auto", "fp32", "bf16"],
-                   help="auto (default): bf16 autocast only where it is native (AVX512_BF16/AMX "
-                   "CPUs, recent GPUs), else fp32; `dlcamp doctor` shows the choice")
-    t.add_argument("--channels-last", choices=["auto", "on", "off"],
-                   help="NHWC memory layout for conv nets (auto: where it pays)")
-    t.add_argument("--threads", help="CPU threads: auto (default: the idle cores) or a number")
-    t.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="torch.compile the model: a one-off compile (seconds to a minute), "
-                   "then faster steps")
-    t.add_argument("--augment", help="none | flip | shift | flip+shift (default: the recipe's; "
-                   "don't flip digits)")
-    t.add_argument("--device", help="auto (default) | cpu | cuda | cuda:1 | mps")
-    t.add_argument("--seed", type=seed())
-    t.add_argument("--patience", type=whole(0),
-                   help="early stopping after N epochs without progress (0: off)")
-    t.add_argument("--max-seconds", type=number(0),
-                   help="stop after this much training time (0: no limit)")
-    t.add_argument("--max-steps", type=whole(0),
-                   help="stop after this many steps (the schedule too; 0: no limit)")
-    t.add_argument("--grad-clip", type=number(0), help="clip the gradient norm to this (0: off)")
-    t.add_argument("--num-steps", type=whole(1), help="text: tokens per subsequence (BPTT length)")
-    t.add_argument("--token", choices=["char", "word"], help="text: tokenisation (default char)")
-    t.add_argument("--sampling", choices=["sequential", "random"],
-                   help="text: minibatch sampling (default sequential, state carried over)")
+    add_setting_flags(t)  # --epochs, --lr, --batch-size, ...: from TrainConfig and RunConfig
     t.add_argument("--quick", action="store_true", help="small data, <= 2 epochs (seconds)")
     t.add_argument("--out", help="run directory (default runs/<model>-<dataset>-<time>)")
     t.add_argument("--force", action="store_true", help="overwrite an existing run directory")

@@ -128,15 +128,17 @@ def train_model(cfg: RunConfig, test_every_epoch: bool = True, curves: bool = Tr
                 ) -> tuple[Trainer, Loaders]:
     """Build the run `cfg` (dlcamp.train.run.build: data, model, recipe) and fit it in memory.
 
-    Nothing is written to disk. With `test_every_epoch` the test set is evaluated after every
-    epoch (`val_acc` in the history); otherwise only training runs (evaluate afterwards with
-    `trainer.evaluate(loaders.test)`). `curves` draws the learning curves live in Jupyter.
+    Nothing is written to disk. With `test_every_epoch` the held-out split (`loaders.eval`:
+    the test set for images, the val split for a text corpus, as `loaders.eval_split` says)
+    is evaluated after every epoch (`val_acc` in the history); otherwise only training runs
+    (evaluate afterwards with `trainer.evaluate(loaders.eval)`). `curves` draws the learning
+    curves live in Jupyter.
     Returns the trained Trainer (`history`, `train_seconds`, `model`) and the run's loaders.
     """
     trainer, loaders, _ = build(cfg, None, progress=progress, log=log)
     if curves:
         trainer.callbacks.append(PlotCurves(title=f"{cfg.model} on {cfg.dataset}"))
-    trainer.fit(loaders.train, loaders.test if test_every_epoch else None)
+    trainer.fit(loaders.train, loaders.eval if test_every_epoch else None)
     return trainer, loaders
 
 
@@ -180,7 +182,7 @@ def compare_models(names: Sequence[str], seconds_each: float | None = None, quic
                           **{"epochs": BUDGET_EPOCHS, **overrides, **budget})
         trainer, loaders = train_model(cfg, test_every_epoch=False, curves=False,
                                        progress=False, log=lambda _: None)
-        test = trainer.evaluate(loaders.test)
+        test = trainer.evaluate(loaders.eval)
         examples = sum(record["train_examples"] for record in trainer.history)
         try:
             book_acc = book_config(name)["book_test_acc"]

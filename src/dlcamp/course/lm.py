@@ -22,9 +22,9 @@ QUICK_LM = dict(epochs=2, max_steps=60)
 
 def lm_run(name: str, corpus: str = "tang300", quick: bool = False, curves: bool = True,
            log: Any = print, **overrides: Any) -> tuple[Any, Any, float]:
-    """Train `name` on `corpus`; returns the trainer, the loaders (`.train`, `.val` (also
-    `.test`, as the Trainer calls it) and `.vocab`) and the
-    validation perplexity after the last epoch."""
+    """Train `name` on `corpus`; returns the trainer, the loaders (TextLoaders: `.train`,
+    `.val` (the held-out split, also `.eval`) and `.vocab`) and the validation perplexity
+    after the last epoch."""
     settings = {**(QUICK_LM if quick else {}), **overrides}
     cfg = make_config(name, corpus, quick=quick, **settings)
     trainer, loaders = train_model(cfg, curves=curves, progress=not quick, log=log)

@@ -9,8 +9,9 @@ uninterrupted one.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -106,10 +107,48 @@ def flip_and_shift(pad: int = 2, flip: bool = True) -> Augment:
 
 @dataclass
 class Loaders:
-    train: TensorLoader
-    test: TensorLoader
-    train_set: ImageSet
-    test_set: ImageSet
+    """The data of a run, whatever the task: batches to train on and a held-out split.
+
+    `eval` is the held-out split the run is measured on, and `eval_split` says truthfully
+    which split that is: "test" for an image dataset, "val" for a text corpus (the corpora
+    have no test split; dlcamp.text.data.TextLoaders). `loaders.test` and `loaders.val`
+    name the split explicitly and refuse the other one, so a validation score is never
+    reported as a test score by accident. Image runs also keep the ImageSets
+    (`train_set`, `eval_set`, alias `test_set`): their classes, shape and statistics.
+    """
+
+    train: Iterable[Any]
+    eval: Iterable[Any]
+    train_set: ImageSet | None = None
+    eval_set: ImageSet | None = None
+    eval_split: str = "test"
+
+    @property
+    def test(self) -> Iterable[Any]:
+        """The held-out loader, when it is a test split."""
+        return self._held_out("test", self.eval)
+
+    @property
+    def val(self) -> Iterable[Any]:
+        """The held-out loader, when it is a validation split."""
+        return self._held_out("val", self.eval)
+
+    @property
+    def test_set(self) -> ImageSet | None:
+        return self._held_out("test", self.eval_set)
+
+    def _held_out(self, split: str, value: Any) -> Any:
+        if self.eval_split != split:
+            raise AttributeError(f"these loaders hold out the {self.eval_split!r} split, not "
+                                 f"{split!r}; use `.eval` (and `.eval_split` to name it)")
+        return value
+
+    @property
+    def describe(self) -> str:
+        """One line for the log: how much data, e.g. "60,000 train / 10,000 test"."""
+        if self.train_set is None or self.eval_set is None:
+            return f"{len(self.train):,} train batches / {len(self.eval):,} {self.eval_split}"
+        return f"{len(self.train_set):,} train / {len(self.eval_set):,} {self.eval_split}"
 
 
 def make_loaders(dataset: str, batch_size: int = 256, device: torch.device | str = "cpu",
@@ -127,5 +166,5 @@ def make_loaders(dataset: str, batch_size: int = 256, device: torch.device | str
         TensorLoader(train, batch_size, shuffle=True, device=device, seed=seed,
                      augment=augment, resize=resize),
         TensorLoader(test, eval_batch_size, device=device, resize=resize),
-        train, test,
+        train, test, eval_split="test",
     )

@@ -23,8 +23,8 @@ from dlcamp.models.blocks import (
 from dlcamp.models.registry import register_model
 
 
-@register_model("alexnet", recipe=dict(ADAMW_RECIPE, epochs=10,
-                                       model_kwargs=dict(width=0.25, hidden=1024)))
+@register_model("alexnet", recipe=ADAMW_RECIPE.replace(
+    epochs=10, model_kwargs=dict(width=0.25, hidden=1024)))
 def alexnet(num_classes: int = 10, in_channels: int = 1, image_size: int = 28,
             width: float = 1.0, hidden: int = 4096, dropout: float = 0.5,
             stem: str = "auto", init: str = "he") -> nn.Module:

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from torch import nn
 
+from dlcamp.core.config import Recipe
 from dlcamp.models.registry import register_model
 
 
-@register_model("softmax", recipe=dict(epochs=10, lr=0.1, momentum=0.0, batch_size=256))
+@register_model("softmax", recipe=Recipe(epochs=10, lr=0.1, momentum=0.0, batch_size=256))
 def softmax_regression(num_classes: int = 10, in_channels: int = 1,
                        image_size: int = 28) -> nn.Module:
     """Softmax regression: one linear layer on the flattened image (the loss applies softmax)."""
     return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size**2, num_classes))
 
 
-@register_model("mlp", recipe=dict(epochs=10, lr=0.1, momentum=0.0, batch_size=256))
+@register_model("mlp", recipe=Recipe(epochs=10, lr=0.1, momentum=0.0, batch_size=256))
 def mlp(num_classes: int = 10, in_channels: int = 1, image_size: int = 28,
         hidden: tuple[int, ...] | list[int] = (256,), dropout: float = 0.0) -> nn.Module:
     """Multilayer perceptron: Linear -> ReLU (-> Dropout) per hidden layer, then a linear head."""

@@ -12,17 +12,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dlcamp.core.config import Recipe
+
 STEMS = ("book", "small")
 BOOK_MIN_SIZE = 96  # stem="auto": the book's stem from this size up (the book uses 96 and 224)
 
 # Laptop recipes (28x28 Fashion-MNIST, 2 CPU cores), each model adds width and epochs.
 # With batch norm: dlcamp's default `cnn` recipe (SGD + Nesterov, one-cycle).
-BN_RECIPE = dict(batch_size=256, optimizer="sgd", lr=0.2, momentum=0.9, nesterov=True,
-                 weight_decay=5e-4, schedule="onecycle", warmup=0.25, label_smoothing=0.1,
-                 augment="flip")
+BN_RECIPE = Recipe(batch_size=256, optimizer="sgd", lr=0.2, momentum=0.9, nesterov=True,
+                   weight_decay=5e-4, schedule="onecycle", warmup=0.25, label_smoothing=0.1,
+                   augment="flip")
 # Without batch norm (AlexNet, VGG, NiN, GoogLeNet) SGD at that pace stalls or diverges in
 # the first epoch; AdamW with a one-cycle warm-up trains all four.
-ADAMW_RECIPE = dict(BN_RECIPE, optimizer="adamw", lr=1e-3, weight_decay=0.05)
+ADAMW_RECIPE = BN_RECIPE.replace(optimizer="adamw", lr=1e-3, weight_decay=0.05)
 
 
 # -- shapes and widths --------------------------------------------------------------------

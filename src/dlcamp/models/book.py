@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from dlcamp.core.config import Recipe
 from dlcamp.core.errors import UnknownName
 
 # model -> (book section in d2l-en, model kwargs, resize, lr, batch size, book test accuracy)
@@ -47,17 +48,18 @@ def book_config(name: str) -> dict[str, Any]:
     """The book's model arguments, input size, training settings and published accuracy.
 
     Returns {"model", "section", "image_size", "model_kwargs", "book_test_acc", "recipe"};
-    `recipe` is complete `make_config` overrides (it replaces every setting of dlcamp's CPU
-    recipe: no augmentation, no schedule, fp32; only the memory layout stays automatic, as it
-    changes the speed, not the arithmetic), so `make_config(name, **recipe)` is the book's run.
+    `recipe` is a Recipe of complete `make_config` overrides (it replaces every setting of
+    dlcamp's CPU recipe: no augmentation, no schedule, fp32; only the memory layout stays
+    automatic, as it changes the speed, not the arithmetic), so `make_config(name, **recipe)`
+    is the book's run.
     """
     if name not in _BOOK:
         raise UnknownName(f"the book trains no model called {name!r} on Fashion-MNIST; "
                           f"book configurations exist for: {', '.join(_BOOK)}")
     section, kwargs, size, lr, batch_size, acc = _BOOK[name]
-    recipe = dict(model_kwargs=dict(kwargs), resize=size if size != 28 else 0, epochs=10, lr=lr,
-                  batch_size=batch_size, optimizer="sgd", momentum=0.0, nesterov=False,
-                  weight_decay=0.0, schedule="constant", label_smoothing=0.0, augment="none",
-                  precision="fp32", channels_last="auto")
+    recipe = Recipe(model_kwargs=dict(kwargs), resize=size if size != 28 else 0, epochs=10,
+                    lr=lr, batch_size=batch_size, optimizer="sgd", momentum=0.0,
+                    nesterov=False, weight_decay=0.0, schedule="constant", label_smoothing=0.0,
+                    augment="none", precision="fp32", channels_last="auto")
     return {"model": name, "section": section, "image_size": size,
             "model_kwargs": dict(kwargs), "book_test_acc": acc, "recipe": recipe}

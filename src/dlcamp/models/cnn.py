@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from dlcamp.core.config import Recipe
 from dlcamp.models.blocks import FlipAveraged
 from dlcamp.models.registry import register_model
 from dlcamp.models.whitening import PatchWhitening
@@ -40,12 +41,12 @@ def bn_relu(channels: int) -> list[nn.Module]:
     return [nn.BatchNorm2d(channels), nn.ReLU(inplace=True)]
 
 
-@register_model("cnn", recipe=dict(epochs=2, batch_size=256, lr=0.2, optimizer="sgd",
-                                   momentum=0.9, nesterov=True, weight_decay=5e-4,
-                                   schedule="onecycle", warmup=0.15, label_smoothing=0.0,
-                                   augment="flip",
-                                   model_kwargs=dict(widths=(16, 32, 48), test_flip=True,
-                                                     whiten=True)))
+@register_model("cnn", recipe=Recipe(epochs=2, batch_size=256, lr=0.2, optimizer="sgd",
+                                     momentum=0.9, nesterov=True, weight_decay=5e-4,
+                                     schedule="onecycle", warmup=0.15, label_smoothing=0.0,
+                                     augment="flip",
+                                     model_kwargs=dict(widths=(16, 32, 48), test_flip=True,
+                                                       whiten=True)))
 def cnn(num_classes: int = 10, in_channels: int = 1, image_size: int = 28,
         widths: tuple[int, int, int] | list[int] = (16, 32, 64),
         test_flip: bool = False, whiten: bool = False) -> nn.Module:

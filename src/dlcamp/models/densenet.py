@@ -55,7 +55,7 @@ def transition(c_in: int, c_out: int) -> nn.Sequential:
     return nn.Sequential(*bn_relu_conv(c_in, c_out, 1), nn.AvgPool2d(2))
 
 
-@register_model("densenet", recipe=dict(BN_RECIPE, epochs=6, model_kwargs=dict(width=0.25)))
+@register_model("densenet", recipe=BN_RECIPE.replace(epochs=6, model_kwargs=dict(width=0.25)))
 def densenet(num_classes: int = 10, in_channels: int = 1, image_size: int = 28,
              width: float = 1.0, growth_rate: int = 32, blocks: Sequence[int] = (4, 4, 4, 4),
              stem: str = "auto") -> nn.Module:

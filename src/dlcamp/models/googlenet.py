@@ -53,8 +53,8 @@ STAGES = (
 )
 
 
-@register_model("googlenet", recipe=dict(ADAMW_RECIPE, epochs=10, lr=2e-3,
-                                         model_kwargs=dict(width=0.25)))
+@register_model("googlenet", recipe=ADAMW_RECIPE.replace(
+    epochs=10, lr=2e-3, model_kwargs=dict(width=0.25)))
 def googlenet(num_classes: int = 10, in_channels: int = 1, image_size: int = 28,
               width: float = 1.0, stem: str = "auto", init: str = "he") -> nn.Module:
     """GoogLeNet: a conv stem, nine Inception blocks in three stages, global average pooling.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from dlcamp.core.config import Recipe
 from dlcamp.models.blocks import AvgPool2d, BatchNormScratch
 from dlcamp.models.registry import register_model
 
@@ -19,7 +20,7 @@ def _lenet_flat_size(image_size: int) -> int:
 # The book trains it with plain SGD, lr 0.9, batch 256, 10 epochs (sigmoid needs a large step).
 # Precision and memory layout are chosen by the machine (dlcamp.train.speed); --precision fp32
 # gives the book's arithmetic everywhere.
-@register_model("lenet", recipe=dict(epochs=10, lr=0.9, momentum=0.0, batch_size=256))
+@register_model("lenet", recipe=Recipe(epochs=10, lr=0.9, momentum=0.0, batch_size=256))
 def lenet(num_classes: int = 10, in_channels: int = 1, image_size: int = 28) -> nn.Module:
     """Classic LeNet-5: sigmoid activations and average pooling (the book's chapter-6 model)."""
     side = _lenet_flat_size(image_size)
@@ -35,8 +36,8 @@ def lenet(num_classes: int = 10, in_channels: int = 1, image_size: int = 28) -> 
     )
 
 
-@register_model("lenet-modern", recipe=dict(epochs=10, lr=0.1, momentum=0.9, batch_size=256,
-                                            schedule="onecycle"))
+@register_model("lenet-modern", recipe=Recipe(epochs=10, lr=0.1, momentum=0.9, batch_size=256,
+                                              schedule="onecycle"))
 def lenet_modern(num_classes: int = 10, in_channels: int = 1, image_size: int = 28,
                  width: int = 1) -> nn.Module:
     """LeNet with batch norm, ReLU and max pooling; `width` multiplies the channel counts."""
@@ -56,7 +57,7 @@ def lenet_modern(num_classes: int = 10, in_channels: int = 1, image_size: int = 
 
 # The book's BN-LeNet (ch. 8.5): plain SGD, lr 1.0, batch 256, 10 epochs; batch norm is what
 # lets sigmoid networks take such a large step.
-@register_model("lenet-bn", recipe=dict(epochs=10, lr=1.0, momentum=0.0, batch_size=256))
+@register_model("lenet-bn", recipe=Recipe(epochs=10, lr=1.0, momentum=0.0, batch_size=256))
 def lenet_bn(num_classes: int = 10, in_channels: int = 1, image_size: int = 28,
              scratch: bool = False) -> nn.Module:
     """The book's LeNet with batch norm after every conv and linear layer (sigmoid, avg pool).

@@ -28,8 +28,8 @@ def nin_block(c_in: int, c_out: int, kernel_size: int, stride: int,
                          *conv_relu(c_out, c_out, 1), *conv_relu(c_out, c_out, 1))
 
 
-@register_model("nin", recipe=dict(ADAMW_RECIPE, epochs=10, lr=2e-3,
-                                   model_kwargs=dict(width=0.25)))
+@register_model("nin", recipe=ADAMW_RECIPE.replace(
+    epochs=10, lr=2e-3, model_kwargs=dict(width=0.25)))
 def nin(num_classes: int = 10, in_channels: int = 1, image_size: int = 28, width: float = 1.0,
         dropout: float = 0.5, stem: str = "auto", init: str = "he") -> nn.Module:
     """Network in Network: conv + two 1x1 convs per block, global average pooling, no dense layer.

@@ -4,6 +4,12 @@
     def mlp(num_classes=10, in_channels=1, image_size=28, hidden=(256,)): ...
 
     model = create_model("mlp", hidden=(512,))
+
+A model may carry a training recipe, `register_model("cnn", recipe=Recipe(epochs=2, ...))`:
+a `dlcamp.core.config.Recipe`, overrides of TrainConfig/RunConfig fields that are checked
+against those dataclasses when the recipe is made, so a misspelt setting fails on import.
+(The config dataclasses live in core, below this layer, for this reason: models may not
+import dlcamp.train.)
 """
 
 from __future__ import annotations
@@ -16,25 +22,29 @@ from typing import Any
 
 from torch import nn
 
+from dlcamp.core.config import Recipe
 from dlcamp.core.errors import BadArgument, UnknownName
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
-_RECIPES: dict[str, dict[str, Any]] = {}
+_RECIPES: dict[str, Recipe] = {}
 
 
-def register_model(name: str, recipe: dict[str, Any] | None = None
+def register_model(name: str, recipe: Recipe | None = None
                    ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator: make a model constructor available as `create_model(name, ...)`.
 
-    `recipe` holds the training settings that work well for this model (TrainConfig fields
-    plus batch_size/augment); `dlcamp train` starts from it and command-line flags override.
+    `recipe` holds the training settings that work well for this model (a Recipe: fields of
+    TrainConfig and RunConfig); `dlcamp train` starts from it and command-line flags override.
     """
+    if recipe is not None and not isinstance(recipe, Recipe):
+        raise TypeError(f"the recipe of model {name!r} must be a dlcamp.core.config.Recipe, "
+                        f"got {type(recipe).__name__}")
 
     def add(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _MODELS:
             raise ValueError(f"model {name!r} is registered twice")
         _MODELS[name] = fn
-        _RECIPES[name] = dict(recipe or {})
+        _RECIPES[name] = recipe or Recipe()
         return fn
 
     return add
@@ -69,10 +79,10 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     return model
 
 
-def model_recipe(name: str) -> dict[str, Any]:
-    """The registered training recipe of a model (a copy)."""
+def model_recipe(name: str) -> Recipe:
+    """The registered training recipe of a model (read-only; reading gives copies)."""
     model_entry(name)
-    return dict(_RECIPES[name])
+    return _RECIPES[name]
 
 
 def model_accepts(name: str, argument: str) -> bool:

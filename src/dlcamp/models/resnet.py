@@ -48,8 +48,8 @@ def resnet_stage(c_in: int, c_out: int, num_blocks: int, stride: int) -> nn.Sequ
 
 
 # The generic entry's recipe is a quick ResNet-10 (one block per stage).
-@register_model("resnet", recipe=dict(BN_RECIPE, epochs=8,
-                                      model_kwargs=dict(blocks=(1, 1, 1, 1), width=0.25)))
+@register_model("resnet", recipe=BN_RECIPE.replace(
+    epochs=8, model_kwargs=dict(blocks=(1, 1, 1, 1), width=0.25)))
 def resnet(num_classes: int = 10, in_channels: int = 1, image_size: int = 28, width: float = 1.0,
            blocks: Sequence[int] = (2, 2, 2, 2), stem: str = "auto") -> nn.Module:
     """ResNet with `blocks` residual blocks per stage (64-128-256-512 channels times `width`)."""
@@ -70,7 +70,7 @@ def resnet(num_classes: int = 10, in_channels: int = 1, image_size: int = 28, wi
     )
 
 
-@register_model("resnet18", recipe=dict(BN_RECIPE, epochs=6, model_kwargs=dict(width=0.25)))
+@register_model("resnet18", recipe=BN_RECIPE.replace(epochs=6, model_kwargs=dict(width=0.25)))
 def resnet18(num_classes: int = 10, in_channels: int = 1, image_size: int = 28,
              width: float = 1.0, stem: str = "auto") -> nn.Module:
     """ResNet-18: a stem, four stages of two residual blocks, global average pooling, linear."""

@@ -20,6 +20,7 @@ import math
 import torch
 from torch import nn
 
+from dlcamp.core.config import Recipe
 from dlcamp.models.registry import register_model
 
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
@@ -192,8 +193,8 @@ class RNNLM(nn.Module):
 # Adam with gradient clipping at norm 1 (the book clips at 1 too), a cosine schedule and
 # dropout 0.3 around the recurrent layer: tang300 has only 21k training characters over a
 # 2,400-character vocabulary, and without dropout validation perplexity rises after epoch 6.
-LM_RECIPE = dict(epochs=12, lr=0.005, optimizer="adam", grad_clip=1.0, batch_size=32,
-                 num_steps=35, schedule="cosine", model_kwargs={"dropout": 0.3})
+LM_RECIPE = Recipe(epochs=12, lr=0.005, optimizer="adam", grad_clip=1.0, batch_size=32,
+                   num_steps=35, schedule="cosine", model_kwargs={"dropout": 0.3})
 
 
 def _lm(cell: str, scratch: bool, layers: int = 1, bidirectional: bool = False):

@@ -40,8 +40,8 @@ def vgg_block(num_convs: int, c_in: int, c_out: int, pool: bool = True,
     return nn.Sequential(*layers)
 
 
-@register_model("vgg", recipe=dict(ADAMW_RECIPE, epochs=8,
-                                   model_kwargs=dict(width=0.25, hidden=512)))
+@register_model("vgg", recipe=ADAMW_RECIPE.replace(
+    epochs=8, model_kwargs=dict(width=0.25, hidden=512)))
 def vgg(num_classes: int = 10, in_channels: int = 1, image_size: int = 28, width: float = 1.0,
         conv_arch: Sequence[Sequence[int]] = VGG11, hidden: int = 4096, dropout: float = 0.5,
         batch_norm: bool = False, stem: str = "auto", init: str = "he") -> nn.Module:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from dlcamp.core.errors import BadArgument
+from dlcamp.data.loader import Loaders
 from dlcamp.text.corpora import corpus_text
 from dlcamp.text.vocab import Vocab, encode_corpus, tokenize
 
@@ -130,15 +131,21 @@ class SeqDataLoader:
             yield x, y, torch.tensor(self.random or i == 0)  # fresh: a 0-d bool on the CPU
 
 
-@dataclass
-class TextLoaders:
-    """What a language-model run needs: batches, the vocabulary, and where they came from."""
+@dataclass(kw_only=True)
+class TextLoaders(Loaders):
+    """A language-model run's data: `Loaders` whose held-out split is the corpus's "val"
+    (`.eval`, also `.val`; the corpora have no test split), with the vocabulary and where
+    they came from."""
 
-    train: SeqDataLoader
-    val: SeqDataLoader
+    eval_split: str = "val"
     vocab: Vocab
     corpus: str
     token: str
+
+    @property
+    def describe(self) -> str:
+        """One line for the log: the vocabulary, e.g. "2,412 char tokens in the vocabulary"."""
+        return f"{len(self.vocab):,} {self.token} tokens in the vocabulary"
 
 
 def _prefix(text: str, token: str, n: int) -> str:
@@ -175,7 +182,7 @@ def make_text_loaders(corpus: str, batch_size: int = 32, num_steps: int = 35,
     return TextLoaders(
         train=SeqDataLoader(train_ids, batch_size, num_steps, random=random, seed=seed,
                             device=device),
-        val=eval_loader(val_ids, batch_size, num_steps, device),
+        eval=eval_loader(val_ids, batch_size, num_steps, device),
         vocab=vocab, corpus=corpus, token=token)
 
 

@@ -11,16 +11,15 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
+from dlcamp.core.config import RunConfig, TrainConfig, check_name, split_settings
 from dlcamp.core.errors import BadArgument, CheckpointError, RunDirExists
 from dlcamp.core.io import atomic_write_bytes
 from dlcamp.core.utils import pick_device, seed_everything, versions
 from dlcamp.data.datasets import get_spec
-from dlcamp.data.loader import Augment, flip_and_shift, make_loaders
+from dlcamp.data.loader import Augment, Loaders, flip_and_shift, make_loaders
 from dlcamp.engine import nn as scratch_nn
 from dlcamp.models import create_model, model_recipe
 from dlcamp.models.registry import model_accepts
@@ -32,42 +31,19 @@ from dlcamp.train.checkpoint import check_same_model, load_checkpoint, load_weig
 from dlcamp.train.engine import ScratchTrainer, create_scratch_model
 from dlcamp.train.plot import PlotCurves
 from dlcamp.train.speed import machine_summary
-from dlcamp.train.trainer import TrainConfig, Trainer
+from dlcamp.train.trainer import Trainer
 
 RUN_FILES = ("config.json", "metrics.csv", "curves.png", "checkpoint.pt")
 WHITENING_IMAGES = 5_000  # images whose 3x3 patches fit a PatchWhitening first layer
-
-
-@dataclass
-class RunConfig:
-    model: str = "cnn"
-    dataset: str = "fashion-mnist"
-    engine: str = "torch"       # torch | scratch (dlcamp.engine: NumPy, CPU, a few models)
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
-    batch_size: int = 256
-    augment: str = "none"       # none | flip | shift | flip+shift (whole-batch, on the device)
-    patience: int = 0           # early stopping on the validation metric; 0: off
-    resize: int = 0             # upsample batches to resize x resize on the device; 0: off
-    num_steps: int = 35         # text: tokens per subsequence (the BPTT length)
-    token: str = "char"         # text: char | word
-    sampling: str = "sequential"  # text: sequential (state carried over) | random
-    quick: bool = False         # small subsets and at most 2 epochs
-    train: TrainConfig = field(default_factory=TrainConfig)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
-        d = dict(d)
-        train = TrainConfig.from_dict(d.pop("train", {}))
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__}, train=train)
 
 
 def make_config(model: str = "cnn", dataset: str = "fashion-mnist", quick: bool = False,
                 engine: str = "torch", **overrides: Any) -> RunConfig:
     """The model's registered recipe, then `overrides` (None values are ignored).
 
+    An override is any field of TrainConfig or RunConfig that a recipe may set (epochs=,
+    lr=, batch_size=, augment=, model_kwargs=, ...); each goes to the dataclass that has
+    the field, and an unknown name raises BadArgument.
     Quick mode trains on small subsets and caps the recipe at 2 epochs (unless `epochs` is given).
     The scratch engine keeps the recipe's optimiser and schedule; PyTorch-only speed settings
     (bf16, channels-last, compile) do not apply to it.
@@ -75,6 +51,8 @@ def make_config(model: str = "cnn", dataset: str = "fashion-mnist", quick: bool 
     if engine not in ("torch", "scratch"):
         raise BadArgument(f"unknown engine {engine!r}; choose torch or scratch")
     overrides = {k: v for k, v in overrides.items() if v is not None}
+    for key in overrides:
+        check_name(key, "make_config setting")
     settings = {**model_recipe(model), **overrides}
     if engine == "scratch":
         pytorch_only = {"precision": ("auto", "fp32"), "channels_last": ("auto", "off"),
@@ -86,11 +64,9 @@ def make_config(model: str = "cnn", dataset: str = "fashion-mnist", quick: bool 
             settings.pop(key, None)
     if quick and "epochs" not in overrides:
         settings["epochs"] = min(settings.get("epochs", 2), 2)
-    run_keys = {"batch_size", "augment", "patience", "model_kwargs", "resize", "num_steps",
-                "token", "sampling"}
-    run = {k: settings.pop(k) for k in list(settings) if k in run_keys}
+    run, train = split_settings(settings)
     return RunConfig(model=model, dataset=dataset, quick=quick, engine=engine,
-                     train=TrainConfig(**settings), **run)
+                     train=TrainConfig(**train), **run)
 
 
 def parse_augment(spec: str | bool | None) -> Augment | None:
@@ -133,57 +109,72 @@ def _model_kwargs(cfg: RunConfig, shape: tuple[int, ...], n_classes: int) -> dic
     return kwargs
 
 
-def _text_data(cfg: RunConfig) -> tuple[Any, dict[str, Any], dict[str, Any]]:
-    """Loaders, model arguments and checkpoint metadata for a language model on a corpus."""
-    if not model_accepts(cfg.model, "vocab_size"):
-        raise BadArgument(f"{cfg.dataset} is a text corpus; {cfg.model!r} is not a language "
-                          "model. Try --model lstm (or rnn, gru, deep-lstm, *-scratch).")
-    if cfg.sampling not in ("sequential", "random"):
-        raise BadArgument(f"unknown sampling {cfg.sampling!r}; choose sequential or random")
-    text = make_text_loaders(cfg.dataset, cfg.batch_size, cfg.num_steps, token=cfg.token,
-                             random=cfg.sampling == "random", quick=cfg.quick,
-                             seed=cfg.train.seed)
-    loaders = SimpleNamespace(train=text.train, test=text.val, val=text.val, vocab=text.vocab,
-                              describe=f"{len(text.vocab):,} {cfg.token} tokens in the vocabulary")
-    kwargs = {"vocab_size": len(text.vocab), **cfg.model_kwargs}
-    data = {"dataset": cfg.dataset, "kind": "text", "token": cfg.token,
-            "vocab": list(text.vocab.idx_to_token), "num_steps": cfg.num_steps}
-    return loaders, kwargs, data
-
-
-def _image_data(cfg: RunConfig, device: Any, augment: str) -> tuple[Any, dict[str, Any],
-                                                                   dict[str, Any]]:
-    if model_accepts(cfg.model, "vocab_size"):
-        raise BadArgument(f"{cfg.model!r} is a language model; train it on a text corpus: "
-                          f"{', '.join(text_corpora())}")
-    loaders = make_loaders(cfg.dataset, cfg.batch_size, device, quick=cfg.quick,
-                           seed=cfg.train.seed, augment=parse_augment(augment),
-                           resize=cfg.resize)  # the Trainer puts batches in its layout
-    ds = loaders.train_set
-    loaders.describe = f"{len(ds):,} train / {len(loaders.test_set):,} test"
-    data = {"dataset": cfg.dataset, "classes": ds.classes, "classes_zh": ds.classes_zh,
-            "mean": ds.mean, "std": ds.std, "shape": list(ds.shape), "resize": cfg.resize}
-    return loaders, _model_kwargs(cfg, ds.shape, len(ds.classes)), data
+def data_kind(dataset: str) -> str:
+    """"text" for a text corpus (dlcamp.text.corpora), else "image": the one place a run
+    decides which data, model arguments and checks it needs."""
+    return "text" if dataset in list_corpora() else "image"
 
 
 def text_corpora() -> list[str]:
     return list_corpora()
 
 
+def _check_model_fits(cfg: RunConfig, kind: str) -> None:
+    """A language model needs a text corpus, and any other model an image dataset."""
+    language_model = model_accepts(cfg.model, "vocab_size")
+    if kind == "text" and not language_model:
+        raise BadArgument(f"{cfg.dataset} is a text corpus; {cfg.model!r} is not a language "
+                          "model. Try --model lstm (or rnn, gru, deep-lstm, *-scratch).")
+    if kind == "image" and language_model:
+        raise BadArgument(f"{cfg.model!r} is a language model; train it on a text corpus: "
+                          f"{', '.join(text_corpora())}")
+
+
+def _text_data(cfg: RunConfig) -> tuple[Loaders, dict[str, Any], dict[str, Any]]:
+    """Loaders (held out: the corpus's val split), model arguments and checkpoint metadata
+    for a language model on a corpus."""
+    if cfg.sampling not in ("sequential", "random"):
+        raise BadArgument(f"unknown sampling {cfg.sampling!r}; choose sequential or random")
+    loaders = make_text_loaders(cfg.dataset, cfg.batch_size, cfg.num_steps, token=cfg.token,
+                                random=cfg.sampling == "random", quick=cfg.quick,
+                                seed=cfg.train.seed)
+    kwargs = {"vocab_size": len(loaders.vocab), **cfg.model_kwargs}
+    data = {"dataset": cfg.dataset, "kind": "text", "token": cfg.token,
+            "vocab": list(loaders.vocab.idx_to_token), "num_steps": cfg.num_steps}
+    return loaders, kwargs, data
+
+
+def _image_data(cfg: RunConfig, device: Any, augment: str
+                ) -> tuple[Loaders, dict[str, Any], dict[str, Any]]:
+    """Loaders (held out: the test split), model arguments and checkpoint metadata."""
+    loaders = make_loaders(cfg.dataset, cfg.batch_size, device, quick=cfg.quick,
+                           seed=cfg.train.seed, augment=parse_augment(augment),
+                           resize=cfg.resize)  # the Trainer puts batches in its layout
+    ds = loaders.train_set
+    data = {"dataset": cfg.dataset, "kind": "image", "classes": ds.classes,
+            "classes_zh": ds.classes_zh, "mean": ds.mean, "std": ds.std,
+            "shape": list(ds.shape), "resize": cfg.resize}
+    return loaders, _model_kwargs(cfg, ds.shape, len(ds.classes)), data
+
+
 def build(cfg: RunConfig, out: Path | None, progress: bool = True,
-          log: Callable[[str], Any] = print) -> tuple[Trainer, Any, dict[str, Any]]:
-    """Data, model, trainer and callbacks for a run (nothing trained, nothing written yet)."""
+          log: Callable[[str], Any] = print) -> tuple[Trainer, Loaders, dict[str, Any]]:
+    """Data, model, trainer and callbacks for a run (nothing trained, nothing written yet).
+
+    The loaders are `Loaders` for every task; fit on `loaders.train`, measure on
+    `loaders.eval` (the split named by `loaders.eval_split`)."""
     seed_everything(cfg.train.seed)
+    kind = data_kind(cfg.dataset)
+    _check_model_fits(cfg, kind)
     augment = cfg.augment
-    text = cfg.dataset in text_corpora()
-    mirror = not text and get_spec(cfg.dataset).mirror_symmetric
+    mirror = kind == "image" and get_spec(cfg.dataset).mirror_symmetric
     if "flip" in str(augment) and not mirror:
         # A mirrored 2 is not a 2: a recipe tuned on clothes must not flip digits.
         augment = str(augment).replace("flip", "").strip("+,") or "none"
         log(f"note: no flip augmentation on {cfg.dataset} (mirroring changes its labels)")
     scratch = cfg.engine == "scratch"
     device = "cpu" if scratch else pick_device(cfg.train.device)
-    if text:
+    if kind == "text":
         loaders, kwargs, data = _text_data(cfg)
     else:
         loaders, kwargs, data = _image_data(cfg, device, augment)
@@ -195,7 +186,7 @@ def build(cfg: RunConfig, out: Path | None, progress: bool = True,
         model = create_scratch_model(cfg.model, **kwargs)
     else:
         model = create_model(cfg.model, **kwargs)
-        whitening = None if text else input_whitening(model)
+        whitening = input_whitening(model) if kind == "image" else None
         if whitening is not None:  # only then are images gathered (resized ones are large)
             whitening.fit(loaders.train.head(WHITENING_IMAGES))
             log(f"first layer: patch whitening fitted to the first "
@@ -242,7 +233,7 @@ def train_run(cfg: RunConfig, out: Path | None = None, force: bool = False,
     log(f"training {cfg.model}{engine} on {cfg.dataset} ({loaders.describe}) on "
         f"{trainer.device}; run directory {out}")
     log_speed(trainer, log)
-    trainer.fit(loaders.train, loaders.test)
+    trainer.fit(loaders.train, loaders.eval)
     return trainer, out
 
 
@@ -265,5 +256,5 @@ def resume_run(run_dir: Path | str, epochs: int | None = None, progress: bool = 
     write_config(out, cfg, trainer.speed.to_dict())
     log(f"resuming {out} after epoch {trainer.epoch} of {cfg.train.epochs}")
     log_speed(trainer, log)
-    trainer.fit(loaders.train, loaders.test)
+    trainer.fit(loaders.train, loaders.eval)
     return trainer, out

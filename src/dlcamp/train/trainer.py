@@ -9,53 +9,16 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
 from torch import nn
 
+from dlcamp.core.config import TrainConfig
 from dlcamp.core.errors import BadArgument
 from dlcamp.core.utils import pick_device
 from dlcamp.train.speed import SpeedPlan, compile_cache_dir, num_threads, plan_speed
 from dlcamp.train.task import Task, default_task
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 10
-    lr: float = 0.1
-    optimizer: str = "sgd"        # sgd | adamw | adam
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 0.0
-    schedule: str = "constant"    # constant | onecycle | cosine
-    warmup: float = 0.2           # onecycle: fraction of all steps spent warming up
-    label_smoothing: float = 0.0  # used when the Trainer builds the default Classification task
-    # Speed switches (dlcamp.train.speed): "auto" decides by what the machine can do.
-    precision: str = "auto"       # auto | fp32 | bf16 (autocast; native on AVX512_BF16/AMX/GPU)
-    channels_last: str = "auto"   # auto | on | off
-    threads: str = "auto"         # auto (idle cores) | a number
-    compile: bool = False         # torch.compile the model (a one-off compile, faster steps)
-    grad_clip: float = 0.0        # 0: no clipping
-    seed: int = 0
-    device: str = "auto"
-    max_seconds: float = 0.0      # time budget: the schedule follows it, training stops at it
-    max_steps: int = 0            # step budget (0: off): the schedule ends there, training stops
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        """From config.json; runs written before `precision` existed said `bf16: true|false`."""
-        d = dict(d)
-        if "bf16" in d and "precision" not in d:
-            d["precision"] = "bf16" if d["bf16"] else "fp32"
-        if isinstance(d.get("channels_last"), bool):
-            d["channels_last"] = "on" if d["channels_last"] else "off"
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def make_optimizer(params: Iterable[Any], cfg: TrainConfig, library: Any = torch.optim) -> Any:
