@@ -11,8 +11,9 @@ import torch
 
 from dlcamp.core.errors import BadArgument
 from dlcamp.engine import optim
+from dlcamp.engine.models import create_scratch_model
 from dlcamp.train.checkpoint import load_checkpoint
-from dlcamp.train.engine import ScratchTrainer, clip_grad_norm, create_scratch_model
+from dlcamp.train.engine import ScratchTrainer, clip_grad_norm
 from dlcamp.train.run import make_config, resume_run, train_run
 from dlcamp.train.trainer import TrainConfig, make_optimizer
 from test_cli import assert_one_line_error, dlcamp
@@ -43,7 +44,8 @@ def test_cli_trains_with_the_scratch_engine_and_torch_evaluates_the_run(tmp_path
 
 
 @pytest.mark.parametrize("args,fragments", [
-    (["--model", "resnet18"], ["scratch engine builds", "mlp", "--engine torch"]),
+    (["--model", "resnet18"], ["unknown scratch engine model 'resnet18'", "lenet-modern, mlp",
+                               "--engine torch"]),
     (["--model", "mlp", "--precision", "bf16"], ["--precision bf16", "float32"]),
     (["--model", "lenet", "--channels-last", "on"], ["--channels-last on", "float32"]),
     (["--model", "mlp", "--device", "cuda"], ["CPU"]),

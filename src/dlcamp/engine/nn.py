@@ -314,6 +314,3 @@ def lenet_modern(num_classes: int = 10, in_channels: int = 1, image_size: int = 
         Linear(120, 84, bias=False), BatchNorm(84), ReLU(),
         Linear(84, num_classes))
 
-
-MODELS = {"softmax": softmax_regression, "mlp": mlp, "lenet": lenet,
-          "lenet-modern": lenet_modern}

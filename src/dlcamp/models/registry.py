@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import json
 from collections.abc import Callable
@@ -17,8 +16,9 @@ from typing import Any
 from torch import nn
 
 from dlcamp.core.errors import BadArgument, UnknownName
+from dlcamp.core.registry import Registry
 
-_MODELS: dict[str, Callable[..., nn.Module]] = {}
+_MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 _RECIPES: dict[str, dict[str, Any]] = {}
 
 
@@ -31,9 +31,7 @@ def register_model(name: str, recipe: dict[str, Any] | None = None
     """
 
     def add(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in _MODELS:
-            raise ValueError(f"model {name!r} is registered twice")
-        _MODELS[name] = fn
+        _MODELS.register(name, fn)  # a name registered twice is a ValueError
         _RECIPES[name] = dict(recipe or {})
         return fn
 
@@ -41,15 +39,12 @@ def register_model(name: str, recipe: dict[str, Any] | None = None
 
 
 def list_models() -> list[str]:
-    return sorted(_MODELS)
+    return _MODELS.names()
 
 
 def model_entry(name: str) -> Callable[..., nn.Module]:
-    if name not in _MODELS:
-        close = difflib.get_close_matches(name, _MODELS, n=3)
-        hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
-        raise UnknownName(f"unknown model {name!r}.{hint} Known models: {', '.join(list_models())}")
-    return _MODELS[name]
+    """The constructor registered as `name`; UnknownName (with close names) otherwise."""
+    return _MODELS.get(name)
 
 
 def create_model(name: str, **kwargs: Any) -> nn.Module:

@@ -9,7 +9,6 @@ curves, checkpoints) is the Trainer's. Checkpoints store the weights under PyTor
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dlcamp.core.errors import BadArgument, UnknownName
+from dlcamp.core.errors import BadArgument
 from dlcamp.engine import nn, optim
 from dlcamp.engine.tensor import Tensor, cross_entropy, no_grad
 from dlcamp.train.speed import Choice, SpeedPlan
@@ -28,20 +27,6 @@ class ClassificationMetrics:
     """What the Trainer and EarlyStopping need to know about the task."""
 
     monitor, mode = "acc", "max"
-
-
-def create_scratch_model(name: str, **kwargs: Any) -> nn.Module:
-    """A scratch network by its dlcamp model name; it remembers how it was built."""
-    if name not in nn.MODELS:
-        raise UnknownName(f"the scratch engine builds {', '.join(nn.MODELS)}; not {name!r}. "
-                          "Use --engine torch for the other models.")
-    try:
-        model = nn.MODELS[name](**kwargs)
-    except TypeError as e:
-        raise BadArgument(f"cannot build scratch model {name!r} with {kwargs}: {e}") from e
-    # JSON round trip, as the registry does: tuples become lists, equal after config.json
-    model.dlcamp_spec = {"name": name, "kwargs": json.loads(json.dumps(kwargs))}
-    return model
 
 
 def clip_grad_norm(params: list[nn.Parameter], max_norm: float) -> float:
