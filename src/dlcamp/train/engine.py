@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from dlcamp.core.errors import BadArgument
+from dlcamp.core.gradients import clip_grad_norm
 from dlcamp.engine import nn, optim
 from dlcamp.engine.tensor import Tensor, cross_entropy, no_grad
 from dlcamp.train.speed import Choice, SpeedPlan
@@ -27,17 +28,6 @@ class ClassificationMetrics:
     """What the Trainer and EarlyStopping need to know about the task."""
 
     monitor, mode = "acc", "max"
-
-
-def clip_grad_norm(params: list[nn.Parameter], max_norm: float) -> float:
-    """Scale all gradients together so that their global L2 norm is at most `max_norm`."""
-    grads = [p.grad for p in params if p.grad is not None]
-    norm = float(np.sqrt(sum(float((g * g).sum()) for g in grads)))
-    if norm > max_norm:
-        for p in params:
-            if p.grad is not None:
-                p.grad = p.grad * (max_norm / (norm + 1e-6))
-    return norm
 
 
 def to_numpy(x: torch.Tensor) -> np.ndarray:
