@@ -1,4 +1,7 @@
-"""dlcamp.course.convolution: hand-written convolution and pooling equal PyTorch's, shapes too."""
+"""dlcamp.course.convolution: hand-written convolution and pooling equal PyTorch's; and the one
+output-size formula (dlcamp.core.shapes) equals the shapes of nn.Conv2d and nn.MaxPool2d."""
+
+import itertools
 
 import pytest
 import torch
@@ -6,8 +9,8 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dlcamp.core.shapes import conv_output_size, stack_output_size
 from dlcamp.course.convolution import (
-    conv_output_size,
     corr2d,
     corr2d_multi_in,
     corr2d_multi_in_out,
@@ -79,21 +82,57 @@ def test_1x1_convolution_is_a_matmul_over_pixels(c_in, c_out, h, w, seed):
     assert torch.allclose(Y, F.conv2d(X[None], K)[0])
 
 
-@SETTINGS
-@given(st.integers(1, 20), st.integers(1, 5), st.integers(0, 3), st.integers(1, 4))
-def test_conv_output_size_matches_nn_conv2d(n, kernel, padding, stride):
-    if n + 2 * padding < kernel:
-        with pytest.raises(ValueError, match="does not fit"):
-            conv_output_size(n, kernel, padding, stride)
-        return
-    conv = torch.nn.Conv2d(1, 1, (kernel, 1), padding=(padding, 0), stride=(stride, 1))
-    assert conv(torch.zeros(1, 1, n, 1)).shape[2] == conv_output_size(n, kernel, padding, stride)
+def torch_length(layer: torch.nn.Module, n: int) -> int | None:
+    """The output height of `layer` for an (1, 1, n, 1) input, or None when torch refuses it."""
+    try:
+        return layer(torch.zeros(1, 1, n, 1)).shape[2]
+    except RuntimeError:
+        return None
 
 
-@pytest.mark.parametrize("bad", [dict(kernel=0), dict(stride=0), dict(padding=-1)])
+GRID = list(itertools.product(range(1, 6), range(0, 3), range(1, 4), range(1, 3)))
+
+
+@pytest.mark.parametrize("kernel,padding,stride,dilation", GRID)
+def test_conv_output_size_equals_nn_conv2d_and_max_pool2d(kernel, padding, stride, dilation):
+    conv = torch.nn.Conv2d(1, 1, (kernel, 1), padding=(padding, 0), stride=(stride, 1),
+                           dilation=(dilation, 1))
+    # torch refuses pooling padding over half the window: those settings are not pools
+    pool = torch.nn.MaxPool2d((kernel, 1), (stride, 1), (padding, 0), (dilation, 1)) \
+        if 2 * padding <= kernel else None
+    for n in range(1, 16):
+        expected = torch_length(conv, n)
+        if expected is None:  # the window does not fit: torch and the formula both refuse
+            with pytest.raises(ValueError, match="does not fit"):
+                conv_output_size(n, kernel, padding, stride, dilation)
+            continue
+        assert conv_output_size(n, kernel, padding, stride, dilation) == expected, n
+        if pool is not None and torch_length(pool, n) is not None:
+            assert torch_length(pool, n) == expected, n
+
+
+@pytest.mark.parametrize("bad", [dict(kernel_size=0), dict(stride=0), dict(padding=-1),
+                                 dict(dilation=0)])
 def test_conv_output_size_rejects_bad_settings(bad):
-    with pytest.raises(ValueError, match="need kernel >= 1"):
-        conv_output_size(**{"n": 5, "kernel": 2, "padding": 0, "stride": 1, **bad})
+    with pytest.raises(ValueError, match="need kernel_size >= 1"):
+        conv_output_size(**{"size": 5, "kernel_size": 2, "padding": 0, "stride": 1, **bad})
+
+
+def test_conv_output_size_explains_a_window_that_does_not_fit():
+    with pytest.raises(ValueError, match=r"a window of 3 \(dilated to 5\) does not fit into 4 "
+                                         r"elements with 0 of padding on each side"):
+        conv_output_size(4, 3, dilation=2)
+
+
+def test_stack_output_size_follows_a_network():
+    lenet = [(5, 2, 1), (2, 0, 2), (5, 0, 1), (2, 0, 2)]
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 5, padding=2), torch.nn.AvgPool2d(2),
+                              torch.nn.Conv2d(1, 1, 5), torch.nn.AvgPool2d(2))
+    for n in (12, 13, 28, 31):
+        assert stack_output_size(n, lenet) == net(torch.zeros(1, 1, n, n)).shape[-1]
+    assert stack_output_size(7, []) == 7
+    with pytest.raises(ValueError, match=r"layer 3 \(kernel 2, padding 0, stride 2\): a window"):
+        stack_output_size(11, lenet)  # 11 -> 11 -> 5 -> 1 -> nothing
 
 
 def test_shape_mismatches_are_reported():

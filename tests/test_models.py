@@ -68,7 +68,7 @@ def test_rgb_input():
 
 
 def test_unknown_model_suggests_close_names():
-    with pytest.raises(UnknownName, match="Did you mean 'lenet'"):
+    with pytest.raises(UnknownName, match="did you mean 'lenet'"):
         create_model("lenett")
 
 

@@ -134,7 +134,7 @@ def test_cli_trains_a_language_model_generates_and_resumes(tmp_path):
     (["train", "--model", "lstm", "--quick"], ["language model", "tang300"]),
     (["train", "--model", "mlp", "--dataset", "tang300", "--quick"], ["not a language model"]),
     (["train", "--model", "lstm", "--dataset", "tang300", "--engine", "scratch", "--quick"],
-     ["scratch engine builds"]),
+     ["unknown scratch engine model 'lstm'"]),
 ])
 def test_language_model_bad_input(args, fragments, tmp_path):
     assert_one_line_error(dlcamp(*args, "--out", str(tmp_path / "r"), check=False),

@@ -27,6 +27,7 @@ from dlcamp.engine import (
     Tensor,
     avg_pool2d,
     conv2d,
+    create_scratch_model,
     cross_entropy,
     dropout,
     is_grad_enabled,
@@ -634,7 +635,7 @@ NETWORKS = [("softmax", {}), ("mlp", {}), ("mlp", {"hidden": (64, 32), "dropout"
 def twins(name: str, kwargs: dict, seed: int = 0):
     """The scratch network and the PyTorch one from dlcamp.models, with the scratch weights."""
     snn.manual_seed(seed)
-    scratch_net = snn.MODELS[name](**kwargs)
+    scratch_net = create_scratch_model(name, **kwargs)
     torch_net = create_model(name, **kwargs)
     state = scratch_net.state_dict()
     assert set(state) == set(torch_net.state_dict())  # identical parameter and buffer names
@@ -753,7 +754,7 @@ def test_torch_weights_load_into_the_scratch_network(name, kwargs):
         for seed in range(3):
             torch_net(torch.from_numpy(batch(seed)[0] * 2 + 1))
     snn.manual_seed(1)
-    scratch_net = snn.MODELS[name](**kwargs)
+    scratch_net = create_scratch_model(name, **kwargs)
     scratch_net.load_state_dict(torch_net.state_dict())
     scratch_net.eval()
     torch_net.eval()

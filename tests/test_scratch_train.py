@@ -11,8 +11,9 @@ import torch
 
 from dlcamp.core.errors import BadArgument
 from dlcamp.engine import optim
+from dlcamp.engine.models import create_scratch_model
 from dlcamp.train.checkpoint import load_checkpoint
-from dlcamp.train.engine import ScratchTrainer, clip_grad_norm, create_scratch_model
+from dlcamp.train.engine import ScratchTrainer
 from dlcamp.train.run import make_config, resume_run, train_run
 from dlcamp.train.trainer import TrainConfig, make_optimizer
 from test_cli import assert_one_line_error, dlcamp
@@ -43,7 +44,8 @@ def test_cli_trains_with_the_scratch_engine_and_torch_evaluates_the_run(tmp_path
 
 
 @pytest.mark.parametrize("args,fragments", [
-    (["--model", "resnet18"], ["scratch engine builds", "mlp", "--engine torch"]),
+    (["--model", "resnet18"], ["unknown scratch engine model 'resnet18'", "lenet-modern, mlp",
+                               "--engine torch"]),
     (["--model", "mlp", "--precision", "bf16"], ["--precision bf16", "float32"]),
     (["--model", "lenet", "--channels-last", "on"], ["--channels-last on", "float32"]),
     (["--model", "mlp", "--device", "cuda"], ["CPU"]),
@@ -121,19 +123,3 @@ def test_scratch_cnn_learns_with_the_trainer():
     after = trainer.evaluate(loaders.test)
     assert trainer.global_step == 40
     assert after["loss"] < before["loss"] - 0.5 and after["acc"] > 0.6, (before, after)
-
-
-def test_clip_grad_norm_matches_torch():
-    rng = np.random.default_rng(0)
-    scratch_model = create_scratch_model("mlp", hidden=[16], image_size=4)
-    torch_params = []
-    for p in scratch_model.parameters():
-        p.grad = rng.standard_normal(p.shape).astype(np.float32)
-        t = torch.nn.Parameter(torch.from_numpy(p.data.copy()))
-        t.grad = torch.from_numpy(p.grad.copy())
-        torch_params.append(t)
-    norm = clip_grad_norm(scratch_model.parameters(), 1.0)
-    torch_norm = torch.nn.utils.clip_grad_norm_(torch_params, 1.0)
-    assert norm == pytest.approx(float(torch_norm), rel=1e-5)
-    for p, t in zip(scratch_model.parameters(), torch_params, strict=True):
-        np.testing.assert_allclose(p.grad, t.grad.numpy(), rtol=1e-5, atol=1e-7)

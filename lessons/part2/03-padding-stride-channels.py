@@ -36,9 +36,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dlcamp.core.shapes import conv_output_size
 from dlcamp.core.utils import is_quick
 from dlcamp.course.convolution import (
-    conv_output_size,
     corr2d,
     corr2d_multi_in,
     corr2d_multi_in_out,
@@ -74,7 +74,8 @@ assert nn.Conv2d(1, 1, kernel_size=(5, 3), padding="same")(X).shape == X.shape  
 # \left\lfloor \dfrac{n_w + 2p_w - k_w}{s_w} \right\rfloor + 1$
 #
 # 当 $p_h=(k_h-1)/2$ 且 $n_h$ 能被 $s_h$ 整除时，结果就是 $n_h/s_h$：步幅为 2 时高和宽各减半。
-# `conv_output_size` 计算一个方向上的长度：
+# `dlcamp.core.shapes.conv_output_size` 计算一个方向上的长度（dlcamp 的模型和从零写的引擎都用它；
+# 它还多一个参数：空洞卷积的 dilation，默认 1 时就是上面的公式）：
 
 # %%
 print(inspect.getsource(conv_output_size))

@@ -40,11 +40,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dlcamp.core.gradients import clip_grad_norm
 from dlcamp.core.utils import is_quick
 from dlcamp.course.lm import lm_run, sample, unigram_perplexity
 from dlcamp.models import create_model
 from dlcamp.models.rnn import LM_RECIPE, RNNLM, RecurrentScratch, rnn_cell
-from dlcamp.text import clip_gradients, make_text_loaders, perplexity
+from dlcamp.text import make_text_loaders, perplexity
 
 QUICK = is_quick()  # 快速模式：语料的前 2 万字，训练 2 轮（34 步）
 torch.manual_seed(0)
@@ -199,13 +200,13 @@ assert grad_norms[1.2][-1] > 100 * grad_norms[1.2][0] and grad_norms[0.8][-1] < 
 #
 # $$\mathbf{g} \leftarrow \min\left(1, \frac{\theta}{\|\mathbf{g}\|}\right) \mathbf{g}$$
 #
-# 方向不变，只是一步不会迈得太远（第 3.05 讲细说沿时间反向传播和裁剪）。`dlcamp.text.clip_gradients` 从零实现了它，
-# 和 PyTorch 的 `clip_grad_norm_` 相同；训练配方里 `grad_clip=1.0`，和书中一样在范数 1 处裁剪。
+# 方向不变，只是一步不会迈得太远（第 3.05 讲细说沿时间反向传播和裁剪）。`dlcamp.core.gradients.clip_grad_norm` 从零实现了它，
+# 和 PyTorch 的 `clip_grad_norm_` 相同（`Trainer` 和从零写的 NumPy 引擎用的也是它）；训练配方里 `grad_clip=1.0`，和书中一样在范数 1 处裁剪。
 
 # %%
 params = [nn.Parameter(torch.zeros(3)), nn.Parameter(torch.zeros(4))]
 params[0].grad, params[1].grad = torch.tensor([3.0, 0.0, 0.0]), torch.tensor([0.0, 4.0, 0.0, 0.0])
-norm_before = clip_gradients(params, max_norm=1.0)
+norm_before = float(clip_grad_norm(params, max_norm=1.0))  # a 0-d tensor, as torch returns
 norm_after = torch.cat([p.grad for p in params]).norm().item()
 print(f"global norm {norm_before:.1f} -> {norm_after:.3f}; first gradient now {params[0].grad}")
 assert norm_before == 5.0 and abs(norm_after - 1.0) < 1e-5

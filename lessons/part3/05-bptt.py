@@ -34,11 +34,13 @@ import math
 import matplotlib.pyplot as plt
 import torch
 
+from dlcamp.core import gradients
+from dlcamp.core.gradients import clip_grad_norm
 from dlcamp.core.utils import is_quick
 from dlcamp.course.lm import lm_run, unigram_perplexity
 from dlcamp.models import create_model
 from dlcamp.models.rnn import RecurrentScratch, rnn_cell
-from dlcamp.text import clip_gradients, make_text_loaders
+from dlcamp.text import make_text_loaders
 from dlcamp.train.task import LanguageModel, detach_state
 
 QUICK = is_quick()  # 快速模式：唐诗只训练 2 轮；完整模式训练 6 轮（手写循环）和 20 轮（lm_run）
@@ -225,10 +227,13 @@ for cut in (False, True):
 #
 # $$\mathbf{g} \leftarrow \min\left(1, \frac{\theta}{\|\mathbf{g}\|}\right) \mathbf{g}$$
 #
-# 方向不变，只是步子不会太大。`clip_gradients` 是从零实现的版本，返回裁剪前的范数：
+# 方向不变，只是步子不会太大。`clip_grad_norm` 是从零实现的版本，返回裁剪前的范数（PyTorch 的参数得到一个
+# 0 维张量，训练循环不必等 GPU 算完；要数值时用 `float`）。它先看梯度是 PyTorch 张量还是 NumPy 数组
+# （从零写的引擎），PyTorch 的部分在 `_clip_torch` 里：
 
 # %%
-print(inspect.getsource(clip_gradients))
+print(inspect.getsource(clip_grad_norm))
+print(inspect.getsource(gradients._clip_torch))
 
 # %% [markdown]
 # 它和 PyTorch 的 `torch.nn.utils.clip_grad_norm_` 给出同样的结果。把同一组梯度复制两份，各自裁剪：
@@ -244,7 +249,7 @@ def model_with_grads(scale: float) -> torch.nn.Module:
 
 for scale in (0.01, 1.0):
     ours, theirs = model_with_grads(scale), model_with_grads(scale)
-    norm_ours = clip_gradients(ours, max_norm=1.0)
+    norm_ours = float(clip_grad_norm(ours, max_norm=1.0))
     norm_theirs = torch.nn.utils.clip_grad_norm_(theirs.parameters(), max_norm=1.0)
     after = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in ours.parameters()]))
     print(f"norm before {norm_ours:8.3f} (torch: {norm_theirs:8.3f}), after {after:.3f}")
@@ -259,7 +264,7 @@ for scale in (0.01, 1.0):
 # 在唐诗上训练一个最简单的 RNN 语言模型（`rnn`：隐状态 256 维），用书里的设置：
 # 不带动量的随机梯度下降，学习率 1，裁剪阈值 1。为了看清每一步的梯度范数，自己写一个小训练循环，
 # 做的事情和 `Trainer` 一样：`LanguageModel` 任务负责传递（并分离）隐状态，算出损失，反向传播，
-# 裁剪，更新。不裁剪时，`clip_gradients` 的阈值取无穷大，只用来量一量范数。
+# 裁剪，更新。不裁剪时，`clip_grad_norm` 的阈值取无穷大，只用来量一量范数。
 
 # %%
 EPOCHS = 2 if QUICK else 6
@@ -283,7 +288,7 @@ def train_rnn(clip: float) -> tuple[list[float], list[float], list[float]]:
             loss, _ = task.step(model, batch)
             optimizer.zero_grad()
             loss.backward()
-            before.append(clip_gradients(model, clip if clip else math.inf))
+            before.append(float(clip_grad_norm(model, clip if clip else math.inf)))
             after.append(grad_norm(model))
             optimizer.step()
             losses.append(loss.item())
@@ -323,7 +328,7 @@ assert sum(with_clip[0][-10:]) / 10 < with_clip[0][0]  # the loss went down
 # ## 用 dlcamp 训练：`grad_clip`
 #
 # 平时不用自己写循环：`lm_run`（命令行是 `dlcamp train --model rnn --dataset tang300 --grad-clip 1`）
-# 在 `Trainer` 里每一步反向传播之后调用 `torch.nn.utils.clip_grad_norm_`，`grad_clip=0` 表示不裁剪。
+# 在 `Trainer` 里每一步反向传播之后调用同一个 `clip_grad_norm`，`grad_clip=0` 表示不裁剪。
 # 同样的设置各训练一次，比较验证集上的困惑度，再和上一讲的基线（加一平滑的一元语法，用同一份数据算）比一比：
 # 快速模式只训练 2 轮，还追不上它；完整模式训练 20 轮，看看裁剪过的 RNN 能不能打败它。
 
@@ -364,7 +369,7 @@ assert detach_state(state).grad_fn is None and torch.equal(detach_state(state), 
 assert all(s.grad_fn is None for s in detach_state(pair)) and detach_state(None) is None
 w = torch.nn.Parameter(torch.ones(4))
 w.grad = torch.full((4,), 3.0)  # norm 6
-assert math.isclose(clip_gradients([w], 2.0), 6.0, rel_tol=1e-6)
+assert math.isclose(float(clip_grad_norm([w], 2.0)), 6.0, rel_tol=1e-6)
 assert torch.allclose(w.grad, torch.full((4,), 1.0), atol=1e-5)  # scaled to norm 2
 assert max(with_clip[2]) <= CLIP * (1 + 1e-4) and norms["gain 3"][-1] > norms["gain 3"][0]
 print(f"lesson 3.05 done: gradients vanish and explode as shown; clipping kept the rnn's "

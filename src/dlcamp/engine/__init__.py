@@ -6,12 +6,14 @@
     loss.backward()                     # x.grad == 2 * x
 
 Files: tensor.py (the Tensor and reverse-mode autodiff), conv.py (im2col convolution and
-pooling), nn.py (layers shaped like torch.nn), optim.py (SGD, Adam), train.py (the loop used
-by `dlcamp train --engine scratch`).
+pooling), nn.py (layers shaped like torch.nn, and the course's networks), models.py (those
+networks by name: `create_scratch_model`), optim.py (SGD, Adam). The training loop used by
+`dlcamp train --engine scratch` is dlcamp.train.engine.
 """
 
 from dlcamp.engine import nn, optim
 from dlcamp.engine.conv import avg_pool2d, conv2d, max_pool2d
+from dlcamp.engine.models import create_scratch_model, list_scratch_models
 from dlcamp.engine.tensor import (
     Tensor,
     cross_entropy,
@@ -23,5 +25,6 @@ from dlcamp.engine.tensor import (
     unbroadcast,
 )
 
-__all__ = ["Tensor", "avg_pool2d", "conv2d", "cross_entropy", "dropout", "is_grad_enabled",
-           "lift", "max_pool2d", "nn", "no_grad", "optim", "tensor", "unbroadcast"]
+__all__ = ["Tensor", "avg_pool2d", "conv2d", "create_scratch_model", "cross_entropy", "dropout",
+           "is_grad_enabled", "lift", "list_scratch_models", "max_pool2d", "nn", "no_grad",
+           "optim", "tensor", "unbroadcast"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from dlcamp.core.shapes import conv_output_size
 from dlcamp.engine.tensor import Tensor, lift
 
 
@@ -29,9 +30,11 @@ def windows(x: np.ndarray, kh: int, kw: int, stride: int) -> np.ndarray:
     Moving one step along OH jumps `stride` rows in memory; moving along kH jumps one row.
     """
     n, c, h, w = x.shape
-    oh, ow = (h - kh) // stride + 1, (w - kw) // stride + 1
-    if oh < 1 or ow < 1:
-        raise ValueError(f"a {kh}x{kw} window does not fit into a {h}x{w} input (after padding)")
+    try:
+        oh, ow = conv_output_size(h, kh, stride=stride), conv_output_size(w, kw, stride=stride)
+    except ValueError as e:
+        raise ValueError(f"a {kh}x{kw} window does not fit into a {h}x{w} input (after padding, "
+                         f"stride {stride}): {e}") from e
     s0, s1, s2, s3 = x.strides
     return as_strided(x, (n, c, oh, ow, kh, kw), (s0, s1, s2 * stride, s3 * stride, s2, s3),
                       writeable=False)

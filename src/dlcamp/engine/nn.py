@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from dlcamp.core.errors import CheckpointError
+from dlcamp.core.shapes import stack_output_size
 from dlcamp.engine import conv
 from dlcamp.engine.tensor import Tensor, dropout
 
@@ -286,11 +287,16 @@ def mlp(num_classes: int = 10, in_channels: int = 1, image_size: int = 28,
     return Sequential(*layers)
 
 
+# (kernel, padding, stride) of LeNet's conv(5, pad 2) -> pool 2 -> conv(5) -> pool 2
+LENET_LAYERS = ((5, 2, 1), (2, 0, 2), (5, 0, 1), (2, 0, 2))
+
+
 def _lenet_side(image_size: int) -> int:
-    side = (image_size // 2 - 4) // 2
-    if side < 1:
-        raise ValueError(f"LeNet needs images of at least 12x12 pixels, got {image_size}")
-    return side
+    """Side of LeNet's last feature maps (5 for 28x28 images)."""
+    try:
+        return stack_output_size(image_size, LENET_LAYERS)
+    except ValueError as e:
+        raise ValueError(f"LeNet needs images of at least 12x12 pixels, got {image_size}") from e
 
 
 def lenet(num_classes: int = 10, in_channels: int = 1, image_size: int = 28) -> Sequential:
@@ -314,6 +320,3 @@ def lenet_modern(num_classes: int = 10, in_channels: int = 1, image_size: int = 
         Linear(120, 84, bias=False), BatchNorm(84), ReLU(),
         Linear(84, num_classes))
 
-
-MODELS = {"softmax": softmax_regression, "mlp": mlp, "lenet": lenet,
-          "lenet-modern": lenet_modern}

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from torch import nn
 
+from dlcamp.core.shapes import stack_output_size
 from dlcamp.models.blocks import (
     ADAMW_RECIPE,
     check_sizes,
     conv_relu,
     init_weights,
-    out_side,
     pick_stem,
     scaled,
     too_small,
@@ -37,14 +37,15 @@ def alexnet(num_classes: int = 10, in_channels: int = 1, image_size: int = 28,
     c1, c2, c3, c4, c5 = (scaled(c, width) for c in (96, 256, 384, 384, 256))
     if stem == "book":  # (B, 1, 224, 224) -> (B, 96, 54, 54): big kernel, big stride
         first = conv_relu(in_channels, c1, kernel_size=11, stride=4, padding=1)
-        side = out_side(image_size, 11, 4, 1)
+        layers = [(11, 1, 4)]
     else:               # (B, 1, 28, 28) -> (B, c1, 28, 28)
         first = conv_relu(in_channels, c1, kernel_size=3)
-        side = image_size
-    for _ in range(3):  # three overlapping 3x3 max pools, stride 2
-        side = out_side(side, 3, 2)
-    if side < 1:
-        raise too_small("alexnet", image_size, stem)
+        layers = []
+    layers += [(3, 0, 2)] * 3  # three overlapping 3x3 max pools, stride 2 (convs keep sizes)
+    try:
+        side = stack_output_size(image_size, layers)
+    except ValueError as e:
+        raise too_small("alexnet", image_size, stem) from e
     return init_weights(nn.Sequential(
         *first, nn.MaxPool2d(3, 2),                   # (B, c1, 26, 26) book; (B, c1, 13, 13)
         *conv_relu(c1, c2, kernel_size=5), nn.MaxPool2d(3, 2),  # (B, c2, 12, 12); (B, c2, 6, 6)

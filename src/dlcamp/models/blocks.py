@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlcamp.core.config import Recipe
+from dlcamp.core.shapes import stack_output_size
 
 STEMS = ("book", "small")
 BOOK_MIN_SIZE = 96  # stem="auto": the book's stem from this size up (the book uses 96 and 224)
@@ -28,11 +29,6 @@ ADAMW_RECIPE = BN_RECIPE.replace(optimizer="adamw", lr=1e-3, weight_decay=0.05)
 
 
 # -- shapes and widths --------------------------------------------------------------------
-def out_side(size: int, kernel: int, stride: int = 1, padding: int = 0) -> int:
-    """Side length after a convolution or pooling: floor((size + 2p - k) / s) + 1."""
-    return (size + 2 * padding - kernel) // stride + 1
-
-
 def scaled(channels: int, width: float) -> int:
     """`channels` times the width multiplier, rounded, at least 1."""
     return max(1, round(channels * width))
@@ -95,8 +91,9 @@ def bn_stem(c_in: int, c_out: int, stem: str, bias: bool = False) -> nn.Sequenti
 
 
 def bn_stem_side(image_size: int, stem: str) -> int:
-    if stem == "book":
-        return out_side(out_side(image_size, 7, 2, 3), 3, 2, 1)
+    """Side after `bn_stem`: the book's stem divides it by about 4, the small one keeps it."""
+    if stem == "book":  # 7x7 conv, padding 3, stride 2; 3x3 max pool, padding 1, stride 2
+        return stack_output_size(image_size, [(7, 3, 2), (3, 1, 2)])
     return image_size
 
 

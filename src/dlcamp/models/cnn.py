@@ -27,6 +27,7 @@ from __future__ import annotations
 from torch import nn
 
 from dlcamp.core.config import Recipe
+from dlcamp.core.shapes import stack_output_size
 from dlcamp.models.blocks import FlipAveraged
 from dlcamp.models.registry import register_model
 from dlcamp.models.whitening import PatchWhitening
@@ -60,9 +61,11 @@ def cnn(num_classes: int = 10, in_channels: int = 1, image_size: int = 28,
     even and at most 2 * in_channels * 9.
     """
     w1, w2, w3 = widths
-    side = image_size // 8
-    if side < 1:
-        raise ValueError(f"the cnn pools three times: images need >= 8 pixels, got {image_size}")
+    try:  # three 2x2 max pools, stride 2 (the 3x3 convs keep the size)
+        side = stack_output_size(image_size, [(2, 0, 2)] * 3)
+    except ValueError as e:
+        raise ValueError(f"the cnn pools three times: images need >= 8 pixels, "
+                         f"got {image_size}") from e
     layers = [
         PatchWhitening(in_channels, w1) if whiten else conv(in_channels, w1),
         nn.MaxPool2d(2), *bn_relu(w1),                              # (B, w1, 14, 14)

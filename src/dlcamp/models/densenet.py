@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from dlcamp.core.shapes import stack_output_size
 from dlcamp.models.blocks import (
     BN_RECIPE,
     bn_stem,
@@ -69,16 +70,17 @@ def densenet(num_classes: int = 10, in_channels: int = 1, image_size: int = 28,
         raise ValueError(f"blocks needs at least one dense block of >= 1 convs, got {blocks}")
     growth, channels = scaled(growth_rate, width), scaled(64, width)
     layers: list[nn.Module] = [bn_stem(in_channels, channels, stem, bias=True)]
-    side = bn_stem_side(image_size, stem)
     for i, num_convs in enumerate(blocks):
         block = DenseBlock(num_convs, channels, growth)
         layers.append(block)                  # (B, channels + num_convs * growth, H, W)
         channels = block.out_channels
         if i < len(blocks) - 1:
             layers.append(transition(channels, channels // 2))  # (B, channels / 2, H/2, W/2)
-            channels, side = channels // 2, side // 2
-    if side < 1:
-        raise too_small("densenet", image_size, stem)
+            channels = channels // 2
+    try:  # each transition ends with a 2x2 average pool, stride 2
+        stack_output_size(bn_stem_side(image_size, stem), [(2, 0, 2)] * (len(blocks) - 1))
+    except ValueError as e:
+        raise too_small("densenet", image_size, stem) from e
     return nn.Sequential(*layers, nn.BatchNorm2d(channels), nn.ReLU(inplace=True),
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(),  # (B, channels)
                          nn.Linear(channels, num_classes))

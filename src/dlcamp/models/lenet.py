@@ -5,16 +5,23 @@ from __future__ import annotations
 from torch import nn
 
 from dlcamp.core.config import Recipe
+from dlcamp.core.shapes import stack_output_size
 from dlcamp.models.blocks import AvgPool2d, BatchNormScratch
 from dlcamp.models.registry import register_model
 
+# (kernel, padding, stride) of the convolutions and poolings before the dense layers
+LENET_LAYERS = ((5, 2, 1), (2, 0, 2), (5, 0, 1), (2, 0, 2))  # 28 -> 28 -> 14 -> 10 -> 5
+LENET_BN_LAYERS = ((5, 0, 1), (2, 0, 2), (5, 0, 1), (2, 0, 2))  # 28 -> 24 -> 12 -> 8 -> 4
 
-def _lenet_flat_size(image_size: int) -> int:
-    """Side length after conv(5, pad 2) -> pool 2 -> conv(5) -> pool 2."""
-    side = (image_size // 2 - 4) // 2
-    if side < 1:
-        raise ValueError(f"LeNet needs images of at least 12x12 pixels, got {image_size}")
-    return side
+
+def _flat_side(model: str, image_size: int, layers: tuple[tuple[int, int, int], ...],
+               smallest: int) -> int:
+    """Side of the last feature maps, or a ValueError naming the smallest image that works."""
+    try:
+        return stack_output_size(image_size, layers)
+    except ValueError as e:
+        raise ValueError(f"{model} needs images of at least {smallest}x{smallest} pixels, "
+                         f"got {image_size}") from e
 
 
 # The book trains it with plain SGD, lr 0.9, batch 256, 10 epochs (sigmoid needs a large step).
@@ -23,7 +30,7 @@ def _lenet_flat_size(image_size: int) -> int:
 @register_model("lenet", recipe=Recipe(epochs=10, lr=0.9, momentum=0.0, batch_size=256))
 def lenet(num_classes: int = 10, in_channels: int = 1, image_size: int = 28) -> nn.Module:
     """Classic LeNet-5: sigmoid activations and average pooling (the book's chapter-6 model)."""
-    side = _lenet_flat_size(image_size)
+    side = _flat_side("LeNet", image_size, LENET_LAYERS, 12)
     return nn.Sequential(
         nn.Conv2d(in_channels, 6, kernel_size=5, padding=2), nn.Sigmoid(),  # (B, 6, 28, 28)
         AvgPool2d(2),                                                       # (B, 6, 14, 14)
@@ -41,7 +48,7 @@ def lenet(num_classes: int = 10, in_channels: int = 1, image_size: int = 28) -> 
 def lenet_modern(num_classes: int = 10, in_channels: int = 1, image_size: int = 28,
                  width: int = 1) -> nn.Module:
     """LeNet with batch norm, ReLU and max pooling; `width` multiplies the channel counts."""
-    side = _lenet_flat_size(image_size)
+    side = _flat_side("LeNet", image_size, LENET_LAYERS, 12)
     c1, c2 = 6 * width, 16 * width
     return nn.Sequential(
         nn.Conv2d(in_channels, c1, kernel_size=5, padding=2, bias=False),
@@ -66,9 +73,7 @@ def lenet_bn(num_classes: int = 10, in_channels: int = 1, image_size: int = 28,
     book's from-scratch version; same numbers, slower). Unlike LeNet-5, the first convolution
     has no padding, as in the book: 28 -> 24 -> 12 -> 8 -> 4.
     """
-    side = ((image_size - 4) // 2 - 4) // 2
-    if side < 1:
-        raise ValueError(f"BN-LeNet needs images of at least 16x16 pixels, got {image_size}")
+    side = _flat_side("BN-LeNet", image_size, LENET_BN_LAYERS, 16)
 
     def bn(features: int, num_dims: int) -> nn.Module:
         if scratch:

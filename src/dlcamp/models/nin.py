@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from torch import nn
 
+from dlcamp.core.shapes import stack_output_size
 from dlcamp.models.blocks import (
     ADAMW_RECIPE,
     check_sizes,
     conv_relu,
     init_weights,
-    out_side,
     pick_stem,
     scaled,
     too_small,
@@ -41,13 +41,13 @@ def nin(num_classes: int = 10, in_channels: int = 1, image_size: int = 28, width
     stem = pick_stem(stem, image_size)
     c1, c2, c3 = (scaled(c, width) for c in (96, 256, 384))
     if stem == "book":  # 11x11 stride 4, no padding: (B, 1, 224, 224) -> (B, 96, 54, 54)
-        first, side = nin_block(in_channels, c1, 11, 4, 0), out_side(image_size, 11, 4)
+        first, layers = nin_block(in_channels, c1, 11, 4, 0), [(11, 0, 4)]
     else:               # 3x3 stride 1: (B, 1, 28, 28) -> (B, c1, 28, 28)
-        first, side = nin_block(in_channels, c1, 3, 1, 1), image_size
-    for _ in range(3):
-        side = out_side(side, 3, 2)
-    if side < 1:
-        raise too_small("nin", image_size, stem)
+        first, layers = nin_block(in_channels, c1, 3, 1, 1), []
+    try:  # three 3x3 max pools, stride 2
+        stack_output_size(image_size, layers + [(3, 0, 2)] * 3)
+    except ValueError as e:
+        raise too_small("nin", image_size, stem) from e
     return init_weights(nn.Sequential(
         first, nn.MaxPool2d(3, 2),                     # (B, c1, 26, 26) book; (B, c1, 13, 13)
         nin_block(c1, c2, 5, 1, 2), nn.MaxPool2d(3, 2),  # (B, c2, 12, 12); (B, c2, 6, 6)

@@ -14,7 +14,6 @@ import dlcamp.train.)
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import json
 from collections.abc import Callable
@@ -24,8 +23,9 @@ from torch import nn
 
 from dlcamp.core.config import Recipe
 from dlcamp.core.errors import BadArgument, UnknownName
+from dlcamp.core.registry import Registry
 
-_MODELS: dict[str, Callable[..., nn.Module]] = {}
+_MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 _RECIPES: dict[str, Recipe] = {}
 
 
@@ -41,9 +41,7 @@ def register_model(name: str, recipe: Recipe | None = None
                         f"got {type(recipe).__name__}")
 
     def add(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in _MODELS:
-            raise ValueError(f"model {name!r} is registered twice")
-        _MODELS[name] = fn
+        _MODELS.register(name, fn)  # a name registered twice is a ValueError
         _RECIPES[name] = recipe or Recipe()
         return fn
 
@@ -51,15 +49,12 @@ def register_model(name: str, recipe: Recipe | None = None
 
 
 def list_models() -> list[str]:
-    return sorted(_MODELS)
+    return _MODELS.names()
 
 
 def model_entry(name: str) -> Callable[..., nn.Module]:
-    if name not in _MODELS:
-        close = difflib.get_close_matches(name, _MODELS, n=3)
-        hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
-        raise UnknownName(f"unknown model {name!r}.{hint} Known models: {', '.join(list_models())}")
-    return _MODELS[name]
+    """The constructor registered as `name`; UnknownName (with close names) otherwise."""
+    return _MODELS.get(name)
 
 
 def create_model(name: str, **kwargs: Any) -> nn.Module:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from dlcamp.core.shapes import stack_output_size
 from dlcamp.models.blocks import (
     ADAMW_RECIPE,
     check_sizes,
@@ -54,14 +55,18 @@ def vgg(num_classes: int = 10, in_channels: int = 1, image_size: int = 28, width
     stem = pick_stem(stem, image_size)
     if not conv_arch:
         raise ValueError("conv_arch needs at least one (num_convs, channels) block")
-    blocks, c_in, side = [], in_channels, image_size
+    blocks, c_in, pools = [], in_channels, []
     for i, (num_convs, channels) in enumerate(conv_arch):
         pool = stem == "book" or i > 0  # the small stem keeps full resolution in block 1
         c_out = scaled(channels, width)
         blocks.append(vgg_block(num_convs, c_in, c_out, pool, batch_norm))
-        c_in, side = c_out, side // 2 if pool else side
-    if side < 1:
-        raise too_small("vgg", image_size, stem)
+        c_in = c_out
+        if pool:
+            pools.append((2, 0, 2))  # 2x2 max pool, stride 2 (the 3x3 convs keep the size)
+    try:
+        side = stack_output_size(image_size, pools)
+    except ValueError as e:
+        raise too_small("vgg", image_size, stem) from e
     return init_weights(nn.Sequential(
         *blocks,                                         # (B, c, 7, 7) book; (B, c, 1, 1)
         nn.Flatten(),

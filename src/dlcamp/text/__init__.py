@@ -22,12 +22,12 @@ from dlcamp.text.data import (
     seq_data_iter_random,
     seq_data_iter_sequential,
 )
-from dlcamp.text.sampling import clip_gradients, perplexity, sample_next
+from dlcamp.text.sampling import perplexity, sample_next
 from dlcamp.text.vocab import Vocab, encode_corpus, tokenize
 
 __all__ = [
-    "CORPORA", "SeqDataLoader", "TextLoaders", "TextRecord", "Vocab", "clip_gradients",
-    "corpus_text", "encode_corpus", "list_corpora", "load_corpus", "make_text_loaders",
+    "CORPORA", "SeqDataLoader", "TextLoaders", "TextRecord", "Vocab", "corpus_text",
+    "encode_corpus", "list_corpora", "load_corpus", "make_text_loaders",
     "perplexity", "sample_next", "seq_data_iter_random", "seq_data_iter_sequential",
     "tokenize",
 ]

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dlcamp.core.errors import DatasetCorrupt, DatasetNotFound, UnknownName
+from dlcamp.core.registry import Registry
 from dlcamp.data import files
 
 FORTUNE_SYSTEM_DIR = Path("/usr/share/games/fortunes")  # where Debian installs fortune files
@@ -210,26 +211,26 @@ class CorpusSpec:
                 "DLCAMP_DATA to a folder holding the file(s) (directly or in `fortunes/`).")
 
 
-CORPORA: dict[str, CorpusSpec] = {
-    "tang300": CorpusSpec("tang300", "300 Tang poems (唐诗三百首), one poem per record",
-                          "fortunes-zh", ("tang300",), parse_poem, ""),
-    "song100": CorpusSpec("song100", "Song-dynasty poems (宋诗), one poem per record",
-                          "fortunes-zh", ("song100",), parse_poem, ""),
-    "sayings-zh": CorpusSpec("sayings-zh", "Chinese sayings, proverbs, verse and quotations",
-                             "fortunes-zh", ("chinese",), parse_saying, ""),
-    "quotes-en": CorpusSpec("quotes-en", "English quotations, jokes and definitions",
-                            "fortunes", ENGLISH_FILES, parse_quote, " "),
-}
+CORPORA: Registry[CorpusSpec] = Registry("text corpus", [(spec.name, spec) for spec in (
+    CorpusSpec("tang300", "300 Tang poems (唐诗三百首), one poem per record",
+               "fortunes-zh", ("tang300",), parse_poem, ""),
+    CorpusSpec("song100", "Song-dynasty poems (宋诗), one poem per record",
+               "fortunes-zh", ("song100",), parse_poem, ""),
+    CorpusSpec("sayings-zh", "Chinese sayings, proverbs, verse and quotations",
+               "fortunes-zh", ("chinese",), parse_saying, ""),
+    CorpusSpec("quotes-en", "English quotations, jokes and definitions",
+               "fortunes", ENGLISH_FILES, parse_quote, " "),
+)])
 
 
 def list_corpora() -> list[str]:
-    return sorted(CORPORA)
+    """The names of all text corpora, sorted."""
+    return CORPORA.names()
 
 
 def get_corpus_spec(name: str) -> CorpusSpec:
-    if name not in CORPORA:
-        raise UnknownName(f"unknown text corpus {name!r}; choose from: {', '.join(list_corpora())}")
-    return CORPORA[name]
+    """The spec of text corpus `name`; UnknownName (suggesting close names) otherwise."""
+    return CORPORA.get(name)
 
 
 # --- locating, parsing, splitting --------------------------------------------------------

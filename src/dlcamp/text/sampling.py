@@ -1,9 +1,6 @@
-"""Language-model helpers: perplexity, gradient clipping, and picking the next token.
+"""Language-model helpers: perplexity and picking the next token.
 
 - Perplexity turns the mean cross-entropy into "how many tokens the model hesitates between".
-- Gradient clipping keeps one exploding step (long products of RNN Jacobians) from
-  throwing the weights far away: it rescales all gradients together when their global
-  L2 norm exceeds a threshold, keeping their direction.
 - Sampling: greedy decoding always takes the most likely token and tends to repeat itself;
   sampling from softmax(logits / temperature), possibly restricted to the top k tokens,
   gives varied text. Low temperature -> close to greedy; high -> close to uniform.
@@ -12,7 +9,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -30,32 +27,6 @@ def perplexity(mean_nll: float) -> float:
         return math.exp(float(mean_nll))
     except OverflowError:
         return math.inf
-
-
-def clip_gradients(params: Iterable[torch.Tensor] | torch.nn.Module, max_norm: float) -> float:
-    """Scale all gradients in place so that their global L2 norm is at most `max_norm`.
-
-    g <- g * min(1, max_norm / ||g||), with ||g|| the norm of all gradients concatenated.
-    Returns that norm before clipping, as `torch.nn.utils.clip_grad_norm_` does (same
-    formula, same 1e-6 guard). The factor is applied even when it is 1, so no Python `if`
-    waits for a GPU result before the optimizer step.
-    """
-    if max_norm <= 0:
-        raise BadArgument(f"max_norm must be > 0, got {max_norm}")
-    if isinstance(params, torch.nn.Module):
-        params = params.parameters()
-    elif isinstance(params, torch.Tensor):
-        params = [params]
-    grads = [p.grad.detach() for p in params if p.grad is not None]
-    if not grads:
-        return 0.0
-    device = grads[0].device
-    norms = torch.stack([torch.linalg.vector_norm(g).to(device) for g in grads])  # (P,)
-    total = torch.linalg.vector_norm(norms)  # the norm of the concatenated gradients
-    scale = torch.clamp(max_norm / (total + 1e-6), max=1.0)
-    for g in grads:
-        g.mul_(scale.to(g.device))
-    return float(total)
 
 
 def _ids(ids: Sequence[int] | torch.Tensor, vocab_size: int, what: str) -> torch.Tensor:

@@ -9,7 +9,6 @@ curves, checkpoints) is the Trainer's. Checkpoints store the weights under PyTor
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -17,7 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from dlcamp.core.errors import BadArgument, UnknownName
+from dlcamp.core.errors import BadArgument
+from dlcamp.core.gradients import clip_grad_norm
 from dlcamp.engine import nn, optim
 from dlcamp.engine.tensor import Tensor, cross_entropy, no_grad
 from dlcamp.train.speed import Choice, SpeedPlan
@@ -28,31 +28,6 @@ class ClassificationMetrics:
     """What the Trainer and EarlyStopping need to know about the task."""
 
     monitor, mode = "acc", "max"
-
-
-def create_scratch_model(name: str, **kwargs: Any) -> nn.Module:
-    """A scratch network by its dlcamp model name; it remembers how it was built."""
-    if name not in nn.MODELS:
-        raise UnknownName(f"the scratch engine builds {', '.join(nn.MODELS)}; not {name!r}. "
-                          "Use --engine torch for the other models.")
-    try:
-        model = nn.MODELS[name](**kwargs)
-    except TypeError as e:
-        raise BadArgument(f"cannot build scratch model {name!r} with {kwargs}: {e}") from e
-    # JSON round trip, as the registry does: tuples become lists, equal after config.json
-    model.dlcamp_spec = {"name": name, "kwargs": json.loads(json.dumps(kwargs))}
-    return model
-
-
-def clip_grad_norm(params: list[nn.Parameter], max_norm: float) -> float:
-    """Scale all gradients together so that their global L2 norm is at most `max_norm`."""
-    grads = [p.grad for p in params if p.grad is not None]
-    norm = float(np.sqrt(sum(float((g * g).sum()) for g in grads)))
-    if norm > max_norm:
-        for p in params:
-            if p.grad is not None:
-                p.grad = p.grad * (max_norm / (norm + 1e-6))
-    return norm
 
 
 def to_numpy(x: torch.Tensor) -> np.ndarray:

@@ -21,6 +21,7 @@ from dlcamp.core.utils import pick_device, seed_everything, versions
 from dlcamp.data.datasets import get_spec
 from dlcamp.data.loader import Augment, Loaders, flip_and_shift, make_loaders
 from dlcamp.engine import nn as scratch_nn
+from dlcamp.engine.models import create_scratch_model
 from dlcamp.models import create_model, model_recipe
 from dlcamp.models.registry import model_accepts
 from dlcamp.models.whitening import input_whitening
@@ -28,7 +29,7 @@ from dlcamp.text.corpora import list_corpora
 from dlcamp.text.data import make_text_loaders
 from dlcamp.train.callbacks import Checkpoint, CSVLogger, EarlyStopping, EpochLog, ProgressBar
 from dlcamp.train.checkpoint import check_same_model, load_checkpoint, load_weights
-from dlcamp.train.engine import ScratchTrainer, create_scratch_model
+from dlcamp.train.engine import ScratchTrainer
 from dlcamp.train.plot import PlotCurves
 from dlcamp.train.speed import machine_summary
 from dlcamp.train.trainer import Trainer

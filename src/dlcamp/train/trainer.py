@@ -16,6 +16,7 @@ from torch import nn
 
 from dlcamp.core.config import TrainConfig
 from dlcamp.core.errors import BadArgument
+from dlcamp.core.gradients import clip_grad_norm
 from dlcamp.core.utils import pick_device
 from dlcamp.train.speed import SpeedPlan, compile_cache_dir, num_threads, plan_speed
 from dlcamp.train.task import Task, default_task
@@ -186,7 +187,7 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if self.config.grad_clip:
-                nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+                clip_grad_norm(self.model.parameters(), self.config.grad_clip)
             self.optimizer.step()
             for k, v in batch_sums.items():  # stays on the device: no sync per batch
                 sums[k] = sums[k] + v if k in sums else v.clone()
