@@ -144,7 +144,8 @@ def _text_data(cfg: RunConfig) -> tuple[Any, dict[str, Any], dict[str, Any]]:
                              random=cfg.sampling == "random", quick=cfg.quick,
                              seed=cfg.train.seed)
     loaders = SimpleNamespace(train=text.train, test=text.val, val=text.val, vocab=text.vocab,
-                              describe=f"{len(text.vocab):,} {cfg.token} tokens in the vocabulary")
+                              describe=f"{len(text.vocab):,} {cfg.token} tokens in the vocabulary",
+                              eval_split="val")
     kwargs = {"vocab_size": len(text.vocab), **cfg.model_kwargs}
     data = {"dataset": cfg.dataset, "kind": "text", "token": cfg.token,
             "vocab": list(text.vocab.idx_to_token), "num_steps": cfg.num_steps}
@@ -161,6 +162,7 @@ def _image_data(cfg: RunConfig, device: Any, augment: str) -> tuple[Any, dict[st
                            resize=cfg.resize)  # the Trainer puts batches in its layout
     ds = loaders.train_set
     loaders.describe = f"{len(ds):,} train / {len(loaders.test_set):,} test"
+    loaders.eval_split = "test"
     data = {"dataset": cfg.dataset, "classes": ds.classes, "classes_zh": ds.classes_zh,
             "mean": ds.mean, "std": ds.std, "shape": list(ds.shape), "resize": cfg.resize}
     return loaders, _model_kwargs(cfg, ds.shape, len(ds.classes)), data
@@ -172,7 +174,12 @@ def text_corpora() -> list[str]:
 
 def build(cfg: RunConfig, out: Path | None, progress: bool = True,
           log: Callable[[str], Any] = print) -> tuple[Trainer, Any, dict[str, Any]]:
-    """Data, model, trainer and callbacks for a run (nothing trained, nothing written yet)."""
+    """Data, model, trainer and callbacks for a run (nothing trained, nothing written yet).
+
+    The run evaluates `loaders.test` after each epoch, recording its metrics under
+    `loaders.eval_split`: "test" for images, "val" for a text corpus (its test loader is the
+    held-out "val" split): `trainer.fit(loaders.train, loaders.test, loaders.eval_split)`.
+    """
     seed_everything(cfg.train.seed)
     augment = cfg.augment
     text = cfg.dataset in text_corpora()
@@ -207,7 +214,7 @@ def build(cfg: RunConfig, out: Path | None, progress: bool = True,
         callbacks += [CSVLogger(out / "metrics.csv"),
                       PlotCurves(out / "curves.png", title=f"{cfg.model} on {cfg.dataset}"),
                       Checkpoint(out / "checkpoint.pt", meta)]
-    if cfg.patience:
+    if cfg.patience:  # Checkpoint runs after it (Checkpoint.order): the file holds its state
         callbacks.append(EarlyStopping(patience=cfg.patience))
     if scratch:
         meta["engine"] = "scratch"
@@ -216,6 +223,16 @@ def build(cfg: RunConfig, out: Path | None, progress: bool = True,
         trainer = Trainer(model, cfg.train, callbacks=callbacks)
     meta["speed"] = trainer.speed.to_dict()
     return trainer, loaders, meta
+
+
+def rename_split(history: list[dict[str, Any]], old: str, new: str) -> list[dict[str, Any]]:
+    """The records with `old`_* keys named `new`_*: runs written before the metrics named
+    their split recorded the test set's as val_acc, val_loss, ..."""
+    if old == new:
+        return history
+    prefix = f"{old}_"
+    return [{f"{new}_{k[len(prefix):]}" if k.startswith(prefix) else k: v for k, v in r.items()}
+            for r in history]
 
 
 def write_config(out: Path, cfg: RunConfig, speed: dict[str, Any] | None = None) -> None:
@@ -242,7 +259,7 @@ def train_run(cfg: RunConfig, out: Path | None = None, force: bool = False,
     log(f"training {cfg.model}{engine} on {cfg.dataset} ({loaders.describe}) on "
         f"{trainer.device}; run directory {out}")
     log_speed(trainer, log)
-    trainer.fit(loaders.train, loaders.test)
+    trainer.fit(loaders.train, loaders.test, loaders.eval_split)
     return trainer, out
 
 
@@ -262,8 +279,9 @@ def resume_run(run_dir: Path | str, epochs: int | None = None, progress: bool = 
     if cfg.engine == "torch":
         load_weights(trainer.model, ckpt["trainer"]["model"], str(out / "checkpoint.pt"))
     trainer.load_state_dict(ckpt["trainer"])
+    trainer.history = rename_split(trainer.history, "val", loaders.eval_split)
     write_config(out, cfg, trainer.speed.to_dict())
     log(f"resuming {out} after epoch {trainer.epoch} of {cfg.train.epochs}")
     log_speed(trainer, log)
-    trainer.fit(loaders.train, loaders.test)
+    trainer.fit(loaders.train, loaders.test, loaders.eval_split)
     return trainer, out
