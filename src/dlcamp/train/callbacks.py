@@ -59,13 +59,22 @@ def check_callback(callback: object) -> None:
                               f"would never be called; {hint}the hooks are {', '.join(HOOKS)}")
 
 
-def callback_states(callbacks: list[Any]) -> dict[str, dict[str, Any]]:
-    """{"EarlyStopping.0": state, ...}: the non-empty states, keyed by class name and the
-    callback's index among those of its class (adding another kind of callback keeps keys)."""
-    states, seen = {}, {}
+def _keyed(callbacks: list[Any]) -> list[tuple[str, Any]]:
+    """("EarlyStopping.0", callback), ...: the class name and the index among that class, so
+    adding a callback of another kind keeps the keys of the others."""
+    seen: dict[str, int] = {}
+    keyed = []
     for cb in callbacks:
-        key = f"{type(cb).__name__}.{seen.setdefault(type(cb).__name__, 0)}"
-        seen[type(cb).__name__] += 1
+        name = type(cb).__name__
+        keyed.append((f"{name}.{seen.get(name, 0)}", cb))
+        seen[name] = seen.get(name, 0) + 1
+    return keyed
+
+
+def callback_states(callbacks: list[Any]) -> dict[str, dict[str, Any]]:
+    """{"EarlyStopping.0": state, ...}: the callbacks' non-empty states."""
+    states = {}
+    for key, cb in _keyed(callbacks):
         state = cb.state_dict() if callable(getattr(cb, "state_dict", None)) else {}
         if state:
             states[key] = state
@@ -74,10 +83,7 @@ def callback_states(callbacks: list[Any]) -> dict[str, dict[str, Any]]:
 
 def load_callback_states(callbacks: list[Any], states: dict[str, dict[str, Any]]) -> None:
     """Give each callback its state from `callback_states` (none saved: left as it is)."""
-    seen: dict[str, int] = {}
-    for cb in callbacks:
-        key = f"{type(cb).__name__}.{seen.setdefault(type(cb).__name__, 0)}"
-        seen[type(cb).__name__] += 1
+    for key, cb in _keyed(callbacks):
         if key in states and callable(getattr(cb, "load_state_dict", None)):
             cb.load_state_dict(states[key])
 
