@@ -92,7 +92,8 @@ def fit_run(cfg: RunConfig, batches: int | None = None, evaluate: bool = True) -
     `train_seconds`). `batches` trains only the first batches of each epoch (a warm-up).
     """
     trainer, loaders, _ = build(cfg, None, progress=False, log=lambda _: None)
-    trainer.fit(Take(loaders.train, batches), loaders.eval if evaluate else None)
+    trainer.fit(Take(loaders.train, batches), loaders.eval if evaluate else None,
+                loaders.eval_split)
     return trainer
 
 

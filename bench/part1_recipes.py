@@ -65,8 +65,8 @@ def describe_recipe(settings: dict[str, Any]) -> str:
 
 def summary(trainer, n_train: int) -> dict[str, Any]:
     history = trainer.history
-    return {"test_acc": history[-1]["val_acc"], "train_seconds": trainer.train_seconds,
-            "best_epoch_acc": max(r["val_acc"] for r in history),
+    return {"test_acc": history[-1]["test_acc"], "train_seconds": trainer.train_seconds,
+            "best_epoch_acc": max(r["test_acc"] for r in history),
             "epochs": sum(r["train_examples"] for r in history) / n_train,
             "examples_per_s": sum(r["train_examples"] for r in history) / trainer.train_seconds}
 

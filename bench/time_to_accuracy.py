@@ -29,21 +29,21 @@ def train(model: str, epochs: int | None, max_seconds: float | None, quick: bool
     with tempfile.TemporaryDirectory(prefix="dlcamp-tta-") as out:
         trainer, _ = train_run(cfg, out=out, force=True, progress=False)
     epochs_ = [{"epoch": r["epoch"], "train_seconds": r["train_seconds"],
-                "val_acc": r["val_acc"], "train_loss": r["train_loss"]}
+                "test_acc": r["test_acc"], "train_loss": r["train_loss"]}
                for r in trainer.history]
     return {"config": cfg.to_dict(), "planned_epochs": cfg.train.epochs, "epochs": epochs_}
 
 
 def summarize(run: dict, target: float, at_seconds: float) -> dict:
     history = run["epochs"]
-    reached = next((r for r in history if r["val_acc"] >= target), None)
+    reached = next((r for r in history if r["test_acc"] >= target), None)
     by_time = [r for r in history if r["train_seconds"] <= at_seconds]
     return {
         "epochs_done": len(history), "planned_epochs": run["planned_epochs"],
         "time_to_target": reached["train_seconds"] if reached else None,
         "epoch_of_target": reached["epoch"] if reached else None,
-        "acc_at_seconds": max((r["val_acc"] for r in by_time), default=None),
-        "final_acc": history[-1]["val_acc"], "best_acc": max(r["val_acc"] for r in history),
+        "acc_at_seconds": max((r["test_acc"] for r in by_time), default=None),
+        "final_acc": history[-1]["test_acc"], "best_acc": max(r["test_acc"] for r in history),
         "total_seconds": history[-1]["train_seconds"],
     }
 
@@ -93,7 +93,7 @@ def main() -> None:
     markdown += "\n\n" + markdown_table(per_epoch, [
         ("run", "run", ""), ("epoch", "epoch", "d"),
         ("cumulative training s", "train_seconds", ".1f"), ("train loss", "train_loss", ".4f"),
-        ("test acc", "val_acc", ".4f")])
+        ("test acc", "test_acc", ".4f")])
     recipe = model_recipe(args.model)
     markdown += (f"\n\nRecipe `{args.model}`: "
                  + ", ".join(f"{k}={v}" for k, v in recipe.items())

@@ -159,7 +159,7 @@ def test_train_scratch_learns_and_records_history():
                             log=lambda s: None)
     assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5]
     assert history[-1]["train_loss"] < history[0]["train_loss"]
-    assert history[-1]["val_acc"] > 0.95
+    assert history[-1]["test_acc"] > 0.95
     assert W.grad is not None and float(W.grad.abs().sum()) == 0.0  # zeroed by sgd_
 
 

@@ -71,8 +71,8 @@ def test_lenet_flops_and_layer_shapes():
 def test_train_model_learns_and_returns_loaders():
     cfg = make_config("lenet-bn", quick=True, epochs=2)
     trainer, loaders = train_model(cfg, curves=False, progress=False, log=lambda _: None)
-    assert len(trainer.history) == 2 and "val_acc" in trainer.history[-1]
-    assert trainer.history[-1]["val_acc"] > 0.5
+    assert len(trainer.history) == 2 and "test_acc" in trainer.history[-1]
+    assert trainer.history[-1]["test_acc"] > 0.5
     assert len(loaders.test_set) == 2000  # quick mode's test subset
 
 
@@ -121,9 +121,9 @@ def test_compare_models_rejects_a_missing_or_bad_budget():
 
 
 def test_histories_figure_draws_one_curve_per_run():
-    runs = {"a": [{"epoch": 1, "train_seconds": 2.0, "val_acc": 0.5},
-                  {"epoch": 2, "train_seconds": 4.0, "val_acc": 0.7}],
-            "b": [{"epoch": 1, "train_seconds": 1.0, "val_acc": 0.6}]}
+    runs = {"a": [{"epoch": 1, "train_seconds": 2.0, "test_acc": 0.5},
+                  {"epoch": 2, "train_seconds": 4.0, "test_acc": 0.7}],
+            "b": [{"epoch": 1, "train_seconds": 1.0, "test_acc": 0.6}]}
     ax = histories_figure(runs, x="train_seconds").axes[0]
     assert [line.get_label() for line in ax.lines] == ["a", "b"]
     assert list(ax.lines[0].get_xdata()) == [2.0, 4.0] and ax.get_xlabel() == "training seconds"

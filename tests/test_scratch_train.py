@@ -35,12 +35,12 @@ def test_cli_trains_with_the_scratch_engine_and_torch_evaluates_the_run(tmp_path
         assert (out / name).is_file(), name
     assert json.loads((out / "config.json").read_text())["engine"] == "scratch"
     last = metrics(out)[-1]
-    assert float(last["val_acc"]) > 0.7 and float(last["train_loss"]) < 1.0
+    assert float(last["test_acc"]) > 0.7 and float(last["train_loss"]) < 1.0
     # The checkpoint holds PyTorch-named weights: `dlcamp evaluate` rebuilds the network in
     # PyTorch and must find the same accuracy and loss that the engine measured.
     result = json.loads(dlcamp("evaluate", str(out), "--quick", "--json").stdout)
-    assert result["acc"] == pytest.approx(float(last["val_acc"]))
-    assert result["loss"] == pytest.approx(float(last["val_loss"]), rel=1e-4)
+    assert result["acc"] == pytest.approx(float(last["test_acc"]))
+    assert result["loss"] == pytest.approx(float(last["test_loss"]), rel=1e-4)
 
 
 @pytest.mark.parametrize("args,fragments", [
@@ -86,7 +86,7 @@ def test_resume_gives_the_same_run_as_training_straight_through(tmp_path, optimi
     a, b = straight.model.state_dict(), resumed.model.state_dict()
     for name in a:
         np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-6, err_msg=name)
-    assert [r["val_acc"] for r in straight.history] == [r["val_acc"] for r in resumed.history]
+    assert [r["test_acc"] for r in straight.history] == [r["test_acc"] for r in resumed.history]
     ckpt = load_checkpoint(tmp_path / "b")  # weights_only: nothing executable in the file
     assert ckpt["engine"] == "scratch" and ckpt["trainer"]["engine"] == "scratch"
 
@@ -108,7 +108,7 @@ def test_interrupted_run_with_dropout_resumes_bit_for_bit(tmp_path):
     for name in a:
         assert np.array_equal(a[name], b[name]), name
     assert untimed(resumed.history) == untimed(straight.history)
-    assert straight.history[-1]["val_acc"] > 0.7  # the masks were drawn in a network that learns
+    assert straight.history[-1]["test_acc"] > 0.7  # the masks were drawn in a network that learns
 
 
 def test_scratch_cnn_learns_with_the_trainer():

@@ -37,7 +37,7 @@ def test_quick_mlp_run_learns(tmp_path):
     h = trainer.history
     assert len(h) == 3
     assert h[-1]["train_loss"] < h[0]["train_loss"] < math.log(10)
-    assert h[-1]["val_acc"] > 0.75
+    assert h[-1]["test_acc"] > 0.75 and "val_acc" not in h[-1]  # evaluated on "test"
     assert {p.name for p in out.iterdir()} >= {"config.json", "metrics.csv", "curves.png",
                                                "checkpoint.pt"}
     lines = (out / "metrics.csv").read_text().splitlines()
@@ -47,7 +47,7 @@ def test_quick_mlp_run_learns(tmp_path):
 
 def test_default_cnn_quick_run_learns(tmp_path):
     trainer, _ = train_run(make_config("cnn", quick=True), tmp_path / "run", **QUIET)
-    assert trainer.history[-1]["val_acc"] > 0.80
+    assert trainer.history[-1]["test_acc"] > 0.80
 
 
 def test_regression_task_uses_the_same_loop():
@@ -170,6 +170,8 @@ def test_checkpoint_of_another_model_is_refused(tmp_path):
 class StopAfter(Callback):
     """Simulate Ctrl-C right after epoch `n` has been checkpointed."""
 
+    order = 200  # after Checkpoint (100)
+
     def __init__(self, n: int) -> None:
         self.n = n
 
@@ -192,7 +194,7 @@ def interrupted_run(cfg, out, after: int) -> None:
     write_config(out, cfg)
     trainer.callbacks.append(StopAfter(after))
     with pytest.raises(KeyboardInterrupt):
-        trainer.fit(loaders.train, loaders.test)
+        trainer.fit(loaders.train, loaders.test, loaders.eval_split)
     assert load_checkpoint(out)["trainer"]["epoch"] == after
 
 
@@ -243,8 +245,8 @@ def test_bf16_autocast_trains():
     loaders = make_loaders("digits", 128)
     model = create_model("mlp", image_size=8)
     trainer = Trainer(model, TrainConfig(epochs=3, lr=0.1, precision="bf16", device="cpu"))
-    history = trainer.fit(loaders.train, loaders.test)
-    assert history[-1]["val_acc"] > 0.85
+    history = trainer.fit(loaders.train, loaders.test, eval_split="test")
+    assert history[-1]["test_acc"] > 0.85
 
 
 def test_curves_update_live_in_a_notebook(tmp_path, monkeypatch):
@@ -273,8 +275,8 @@ def test_compiled_model_trains_and_checkpoints_like_the_plain_one(tmp_path):
     loaders = make_loaders("digits", 128)
     model = create_model("softmax", image_size=8)
     trainer = Trainer(model, TrainConfig(epochs=2, lr=0.5, compile=True, device="cpu"))
-    history = trainer.fit(loaders.train, loaders.test)
-    assert history[-1]["val_acc"] > 0.85
+    history = trainer.fit(loaders.train, loaders.test, eval_split="test")
+    assert history[-1]["test_acc"] > 0.85
     assert trainer.step_model is not trainer.model
     assert set(trainer.state_dict()["model"]) == {"1.weight", "1.bias"}  # no compile prefix
 
@@ -314,13 +316,13 @@ def test_reported_loss_is_plain_cross_entropy_with_label_smoothing():
     assert "loss_smoothed" not in sums
 
 
-def test_a_label_smoothed_run_reports_plain_validation_loss(tmp_path):
+def test_a_label_smoothed_run_reports_plain_test_loss(tmp_path):
     cfg = make_config("lenet-modern", quick=True, epochs=1, max_steps=20, label_smoothing=0.2)
     trainer, out = train_run(cfg, tmp_path / "r", **QUIET)
     last = trainer.history[-1]
-    assert "train_loss_smoothed" in last and "val_loss_smoothed" not in last
+    assert "train_loss_smoothed" in last and "test_loss_smoothed" not in last
     assert last["train_loss_smoothed"] > last["train_loss"]  # smoothing adds to the objective
     from dlcamp.train.evaluate import evaluate_checkpoint
 
     result = evaluate_checkpoint(out, quick=True)  # the same 2,000 test images, plain CE
-    assert result["loss"] == pytest.approx(last["val_loss"], rel=1e-4)
+    assert result["loss"] == pytest.approx(last["test_loss"], rel=1e-4)

@@ -256,7 +256,7 @@ plt.show()
 # 最后用断言检查本讲的结果：
 
 # %%
-final_loss, final_test_acc = history[-1]["train_loss"], history[-1]["val_acc"]
+final_loss, final_test_acc = history[-1]["train_loss"], history[-1]["test_acc"]
 print(f"test accuracy {final_test_acc:.3f} (before training {acc_before:.3f})")
 assert final_loss < history[0]["train_loss"], history  # the loss fell
 assert final_loss < (1.0 if QUICK else 0.6), history

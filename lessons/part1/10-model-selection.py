@@ -87,7 +87,7 @@ def fit_polynomial(num_features: int, num_train: int) -> tuple[nn.Linear, list[d
     test = list(minibatches(X_test, labels[N_TRAIN:], BATCH_SIZE, shuffle=False))
     epochs = NUM_EPOCHS * (N_TRAIN // num_train)  # the same number of SGD steps in every case
     config = TrainConfig(epochs=epochs, lr=0.01, momentum=0.0, device="cpu")
-    history = Trainer(net, config, task=Regression()).fit(train, test)
+    history = Trainer(net, config, task=Regression()).fit(train, test, eval_split="test")
     return net, history
 
 
@@ -97,7 +97,7 @@ def show(history: list[dict], title: str) -> None:
         ax.set_yscale("log")  # the losses span several orders of magnitude
     plt.show()
     last = history[-1]
-    print(f"{title}: train loss {last['train_loss']:.4f}, test loss {last['val_loss']:.4f}")
+    print(f"{title}: train loss {last['train_loss']:.4f}, test loss {last['test_loss']:.4f}")
 
 
 # %% [markdown] slideshow={"slide_type": "slide"}
@@ -145,9 +145,9 @@ print("first learned weights:", net_over.weight.detach().reshape(-1)[:6])
 # %%
 final_right, final_under, final_over = history_right[-1], history_under[-1], history_over[-1]
 assert (w_right - true_w).abs().max() < 0.2, w_right
-assert final_right["val_loss"] < 0.05, final_right
-assert final_under["val_loss"] > 20 * final_right["val_loss"], (final_under, final_right)
+assert final_right["test_loss"] < 0.05, final_right
+assert final_under["test_loss"] > 20 * final_right["test_loss"], (final_under, final_right)
 assert final_under["train_loss"] > 20 * final_right["train_loss"]
-assert final_over["val_loss"] > 5 * final_over["train_loss"], final_over
-assert final_over["val_loss"] > 5 * final_right["val_loss"]
+assert final_over["test_loss"] > 5 * final_over["train_loss"], final_over
+assert final_over["test_loss"] > 5 * final_right["test_loss"]
 print("lesson 1.10 done: right fit, underfitting and overfitting all shown")

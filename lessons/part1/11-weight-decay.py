@@ -75,7 +75,7 @@ def train(net, batch_loss, update) -> list[dict[str, float]]:
             history.append({
                 "epoch": epoch + 1,
                 "train_loss": float(squared_loss(net(X_train), y_train).mean()),
-                "val_loss": float(squared_loss(net(X_test), y_test).mean()),
+                "test_loss": float(squared_loss(net(X_test), y_test).mean()),
             })
     return history
 
@@ -85,7 +85,7 @@ def show(history: list[dict[str, float]], title: str) -> None:
     fig.axes[0].set_yscale("log")
     plt.show()
     last = history[-1]
-    print(f"{title}: train loss {last['train_loss']:.2e}, test loss {last['val_loss']:.2e}")
+    print(f"{title}: train loss {last['train_loss']:.2e}, test loss {last['test_loss']:.2e}")
 
 
 # %% [markdown] slideshow={"slide_type": "slide"}
@@ -167,9 +167,9 @@ show(history_concise, "concise, weight_decay = 3")
 
 # %%
 plain, decay, concise = history_plain[-1], history_decay[-1], history_concise[-1]
-assert plain["train_loss"] < 0.1 * plain["val_loss"], plain  # overfits without decay
-assert decay["val_loss"] < plain["val_loss"] / 5, (decay, plain)
+assert plain["train_loss"] < 0.1 * plain["test_loss"], plain  # overfits without decay
+assert decay["test_loss"] < plain["test_loss"] / 5, (decay, plain)
 assert w_decay.norm() < 0.5 * w_plain.norm()
-assert abs(concise["val_loss"] - decay["val_loss"]) < 0.01 * decay["val_loss"], (concise, decay)
+assert abs(concise["test_loss"] - decay["test_loss"]) < 0.01 * decay["test_loss"], (concise, decay)
 assert torch.allclose(net_decay.weight.detach().reshape(-1), w_decay.reshape(-1), atol=1e-4)
 print("lesson 1.11 done: weight decay cut the test loss and shrank the weights")

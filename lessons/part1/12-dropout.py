@@ -153,7 +153,8 @@ print(concise)
 assert sum(isinstance(m, nn.Dropout) for m in concise.modules()) == 2
 config = TrainConfig(epochs=NUM_EPOCHS, lr=0.5, momentum=0.0, device="cpu")
 callbacks = [ProgressBar(), EpochLog(), PlotCurves(title="MLP + dropout, concise")]
-concise_history = Trainer(concise, config, callbacks=callbacks).fit(loaders.train, loaders.test)
+concise_history = Trainer(concise, config, callbacks=callbacks).fit(
+    loaders.train, loaders.test, eval_split="test")  # records test_loss, test_acc
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## 小结与自测
@@ -168,8 +169,8 @@ concise_history = Trainer(concise, config, callbacks=callbacks).fit(loaders.trai
 
 # %%
 for name, h in [("scratch", history), ("concise", concise_history)]:
-    print(f"{name}: test accuracy {h[-1]['val_acc']:.3f}")
+    print(f"{name}: test accuracy {h[-1]['test_acc']:.3f}")
     assert h[-1]["train_loss"] < h[0]["train_loss"]
-    assert h[-1]["val_acc"] > (0.70 if QUICK else 0.84), h[-1]
-assert evaluate_accuracy(net, loaders.test) == history[-1]["val_acc"]  # eval mode: deterministic
+    assert h[-1]["test_acc"] > (0.70 if QUICK else 0.84), h[-1]
+assert evaluate_accuracy(net, loaders.test) == history[-1]["test_acc"]  # eval mode: deterministic
 print("lesson 1.12 done: dropout regularised an MLP on Fashion-MNIST")

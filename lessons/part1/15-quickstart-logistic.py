@@ -105,8 +105,8 @@ pima_net = nn.Linear(7, 2)
 print(pima_net, "parameters:", count_parameters(pima_net))  # 7*2 + 2 = 16
 pima_cfg = TrainConfig(epochs=30 if QUICK else 100, lr=0.01, optimizer="adam", device="cpu")
 pima_hist = Trainer(pima_net, pima_cfg, task=Classification()).fit(
-    pima_batches, [(X_te_s, y_te)])  # the whole test set as one batch
-pima_acc = pima_hist[-1]["val_acc"]
+    pima_batches, [(X_te_s, y_te)], eval_split="test")  # the whole test set as one batch
+pima_acc = pima_hist[-1]["test_acc"]
 print(f"Pima: train loss {pima_hist[0]['train_loss']:.3f} -> {pima_hist[-1]['train_loss']:.3f}, "
       f"test accuracy {pima_acc:.3f} (error {1 - pima_acc:.1%})")
 
@@ -185,8 +185,8 @@ print(Xt_tr.shape, Xt_tr[:3])  # (1047, 7): female, male, 1st, 2nd, 3rd, age (st
 titanic_net = nn.Linear(7, 2)
 titanic_cfg = TrainConfig(epochs=20 if QUICK else 60, lr=0.01, optimizer="adam", device="cpu")
 titanic_hist = Trainer(titanic_net, titanic_cfg, task=Classification()).fit(
-    list(minibatches(Xt_tr, yt_tr, batch_size=64, seed=0)), [(Xt_te, yt_te)])
-titanic_acc = titanic_hist[-1]["val_acc"]
+    list(minibatches(Xt_tr, yt_tr, batch_size=64, seed=0)), [(Xt_te, yt_te)], eval_split="test")
+titanic_acc = titanic_hist[-1]["test_acc"]
 sex_baseline = ((Xt_te[:, 0] == 1).long() == yt_te).float().mean().item()  # female -> survived
 print(f"Titanic: logistic regression {titanic_acc:.3f}, sex-only baseline {sex_baseline:.3f}")
 female, survived = (titanic["sex"] == "female").to_numpy(), (titanic["survived"] == "yes").to_numpy()
@@ -211,7 +211,7 @@ print("parameters:", count_parameters(digit_net))
 digit_cfg = TrainConfig(epochs=2 if QUICK else 10, lr=0.1, momentum=0.9, schedule="onecycle",
                         device="cpu")
 digit_hist = Trainer(digit_net, digit_cfg, callbacks=[ProgressBar(), EpochLog()]).fit(
-    loaders.train, loaders.test)
+    loaders.train, loaders.test, eval_split="test")
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## 小结与自测
@@ -222,7 +222,7 @@ digit_hist = Trainer(digit_net, digit_cfg, callbacks=[ProgressBar(), EpochLog()]
 # - 同一个 `Trainer` 训练表格模型和卷积网络，只换数据和模型。
 
 # %%
-digit_acc = digit_hist[-1]["val_acc"]
+digit_acc = digit_hist[-1]["test_acc"]
 print(f"Pima test accuracy {pima_acc:.3f} | Titanic {titanic_acc:.3f} "
       f"(sex-only {sex_baseline:.3f}) | MNIST {digit_acc:.3f}")
 assert pima_hist[-1]["train_loss"] < pima_hist[0]["train_loss"]

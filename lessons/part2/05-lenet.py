@@ -159,7 +159,7 @@ histories_figure(runs, x="train_seconds", title="test accuracy while training",
 plt.show()
 for name, trainer in (("lenet", classic_trainer), ("lenet-modern", modern_trainer)):
     model = trainer.model
-    print(f"{name:13s} test accuracy {trainer.history[-1]['val_acc']:.3f}  "
+    print(f"{name:13s} test accuracy {trainer.history[-1]['test_acc']:.3f}  "
           f"{trainer.train_seconds:5.1f} s  {count_parameters(model):,} parameters  "
           f"{count_flops(model, (1, 28, 28)) / 1e6:.2f} MFLOPs per image")
 
@@ -174,8 +174,8 @@ for name, trainer in (("lenet", classic_trainer), ("lenet-modern", modern_traine
 # 自测：第一个卷积层如果不填充，后面每一层的形状会变成多少？全连接层的参数会变多还是变少？
 
 # %%
-classic_acc = classic_trainer.history[-1]["val_acc"]
-modern_acc = modern_trainer.history[-1]["val_acc"]
+classic_acc = classic_trainer.history[-1]["test_acc"]
+modern_acc = modern_trainer.history[-1]["test_acc"]
 assert modern_acc > classic_acc, (modern_acc, classic_acc)
 if QUICK:
     assert modern_acc >= 0.7, modern_acc  # a few seconds: far above chance (0.1)

@@ -170,8 +170,8 @@ for name in ("lenet", "lenet-bn"):
 histories_figure({name: trainer.history for name, trainer in runs.items()},
                  title="test accuracy per epoch, the book's settings", fig=plt.figure(figsize=(7, 3.6)))
 plt.show()
-first = {name: trainer.history[0]["val_acc"] for name, trainer in runs.items()}
-final = {name: trainer.history[-1]["val_acc"] for name, trainer in runs.items()}
+first = {name: trainer.history[0]["test_acc"] for name, trainer in runs.items()}
+final = {name: trainer.history[-1]["test_acc"] for name, trainer in runs.items()}
 for name in runs:
     print(f"{name:9s} after epoch 1: {first[name]:.3f}   final: {final[name]:.3f}")
 

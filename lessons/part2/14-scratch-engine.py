@@ -379,11 +379,12 @@ assert losses[-1] < losses[0]
 # ## 训练循环：`ScratchTrainer`
 #
 # 把这五行放进循环，再加上轮数、学习率调度、日志、检查点……这些都和引擎无关。
-# `ScratchTrainer` 继承课程一直在用的 `Trainer`，只换掉碰到引擎的三样：训练一轮、评估和保存状态。
-# 它的 `_train_epoch` 正是上面那五行，外加学习率和统计：
+# `ScratchTrainer` 继承课程一直在用的 `Trainer`：循环（学习率调度、统计、回调）只在 `Trainer` 里写一次，
+# 它只换掉碰到引擎的几样：搭建（设备、优化器）、一个批量的训练步和评估步、保存状态。
+# 它的 `train_step` 正是上面那五行，外加这个批量的统计：
 
 # %%
-print(inspect.getsource(ScratchTrainer._train_epoch))
+print(inspect.getsource(ScratchTrainer.train_step))
 
 # %% [markdown]
 # 训练 MLP：Nesterov 动量 0.9、学习率 0.1、单周期（one-cycle）调度（学习率先升后降）。
@@ -394,8 +395,8 @@ RECIPE = dict(lr=0.1, momentum=0.9, nesterov=True, schedule="onecycle", device="
 snn.manual_seed(0)
 mlp_trainer = ScratchTrainer(snn.mlp(), TrainConfig(epochs=2 if QUICK else 10, **RECIPE),
                              callbacks=[EpochLog()])
-mlp_trainer.fit(loaders.train, loaders.test)
-mlp_acc = mlp_trainer.history[-1]["val_acc"]
+mlp_trainer.fit(loaders.train, loaders.test, eval_split="test")  # test_loss, test_acc
+mlp_acc = mlp_trainer.history[-1]["test_acc"]
 print(f"scratch MLP: test accuracy {mlp_acc:.3f}, {mlp_trainer.train_seconds:.1f} s of training")
 
 # %% [markdown]
@@ -432,8 +433,8 @@ print(" -> ".join(type(layer).__name__ for layer in cnn.layers))
 cnn_loaders = make_loaders("fashion-mnist", 64, "cpu", quick=QUICK, seed=0) if QUICK else loaders
 cnn_cfg = TrainConfig(epochs=1 if QUICK else 3, max_steps=80 if QUICK else 0, **RECIPE)
 cnn_trainer = ScratchTrainer(cnn, cnn_cfg, callbacks=[EpochLog()])
-cnn_trainer.fit(cnn_loaders.train, cnn_loaders.test)
-cnn_acc = cnn_trainer.history[-1]["val_acc"]
+cnn_trainer.fit(cnn_loaders.train, cnn_loaders.test, eval_split="test")
+cnn_acc = cnn_trainer.history[-1]["test_acc"]
 print(f"scratch LeNet: test accuracy {cnn_acc:.3f}, {cnn_trainer.train_seconds:.1f} s of training")
 
 # %% [markdown]
@@ -481,10 +482,10 @@ for name, (ours_speed, torch_speed) in speed.items():
 # 多线程时还有一个坑：NumPy（OpenBLAS）和 PyTorch 各有自己的线程池。加载器每个批量仍要做几次小的
 # PyTorch 运算，之后 PyTorch 空闲的 OpenMP 线程会先"原地空转"（spin）一会儿，正好占着 NumPy 的 BLAS
 # 接下来要用的核。在 2 核的机器上实测，MLP 一轮因此从 1.0 秒变成 3.6 秒。所以 `ScratchTrainer`
-# 训练和评估时让 PyTorch 只用一个线程（`torch_single_threaded`），把核留给 NumPy：
+# 的速度计划让 PyTorch 只用一个线程（`Trainer` 训练和评估时按计划设置线程数），把核留给 NumPy：
 
 # %%
-print(inspect.getsource(ScratchTrainer.fit))
+print(inspect.getsource(ScratchTrainer.plan))
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## 小结与自测

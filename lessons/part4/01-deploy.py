@@ -86,7 +86,7 @@ root = Path(workdir.name)
 # %%
 cfg = make_config("cnn", quick=QUICK)  # quick mode caps the recipe at 2 epochs
 trainer, run = train_run(cfg, root / "demo", force=True, progress=False)
-test_acc = trainer.history[-1]["val_acc"]
+test_acc = trainer.history[-1]["test_acc"]
 print(sorted(p.name for p in run.iterdir()))
 print(f"checkpoint.pt: {(run / 'checkpoint.pt').stat().st_size / 1e3:.0f} kB, "
       f"test accuracy {test_acc:.3f}")

@@ -29,10 +29,10 @@ def _train(args: argparse.Namespace) -> int:
                           engine=args.engine, **overrides(args))
         trainer, out = train_run(cfg, args.out, force=args.force, progress=not args.no_progress)
     last = trainer.history[-1] if trainer.history else {}
-    metric = f"val_{trainer.task.monitor}"
+    metric = f"{trainer.eval_split}_{trainer.task.monitor}"
     if metric in last:
-        print(f"final test {trainer.task.monitor}: {last[metric]:.4f} after {trainer.epoch} "
-              f"epochs, {trainer.train_seconds:.1f}s of training")
+        print(f"final {trainer.eval_split} {trainer.task.monitor}: {last[metric]:.4f} after "
+              f"{trainer.epoch} epochs, {trainer.train_seconds:.1f}s of training")
     print(f"run saved in {out}/ (config.json, metrics.csv, curves.png, checkpoint.pt)")
     return 0
 

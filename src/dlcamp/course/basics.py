@@ -114,7 +114,7 @@ def train_scratch(net: Callable[[Tensor], Tensor], params: list[Tensor],
 
     Each step: forward, back-propagate the *sum* of the per-example losses, `sgd_` (which
     divides by the batch size and zeroes the gradients). Returns one record per epoch with
-    train_loss, train_acc and val_acc (the keys dlcamp's curve plots understand).
+    train_loss, train_acc and test_acc (the keys dlcamp's curve plots understand).
     """
     history = []
     for epoch in range(epochs):
@@ -130,10 +130,10 @@ def train_scratch(net: Callable[[Tensor], Tensor], params: list[Tensor],
             correct += count_correct(y_hat.detach(), y)
             n += len(y)
         record = {"epoch": epoch + 1, "train_loss": loss_sum / n, "train_acc": correct / n,
-                  "val_acc": evaluate_accuracy(net, test_loader)}
+                  "test_acc": evaluate_accuracy(net, test_loader)}
         history.append(record)
         log(f"epoch {epoch + 1}: loss {record['train_loss']:.4f}, "
-            f"train acc {record['train_acc']:.3f}, test acc {record['val_acc']:.3f}")
+            f"train acc {record['train_acc']:.3f}, test acc {record['test_acc']:.3f}")
     return history
 
 

@@ -130,15 +130,15 @@ def train_model(cfg: RunConfig, test_every_epoch: bool = True, curves: bool = Tr
 
     Nothing is written to disk. With `test_every_epoch` the held-out split (`loaders.eval`:
     the test set for images, the val split for a text corpus, as `loaders.eval_split` says)
-    is evaluated after every epoch (`val_acc` in the history); otherwise only training runs
-    (evaluate afterwards with `trainer.evaluate(loaders.eval)`). `curves` draws the learning
-    curves live in Jupyter.
+    is evaluated after every epoch (`test_acc` in the history; `val_ppl` for a language
+    model); otherwise only training runs (evaluate afterwards with
+    `trainer.evaluate(loaders.eval)`). `curves` draws the learning curves live in Jupyter.
     Returns the trained Trainer (`history`, `train_seconds`, `model`) and the run's loaders.
     """
     trainer, loaders, _ = build(cfg, None, progress=progress, log=log)
     if curves:
-        trainer.callbacks.append(PlotCurves(title=f"{cfg.model} on {cfg.dataset}"))
-    trainer.fit(loaders.train, loaders.eval if test_every_epoch else None)
+        trainer.add_callback(PlotCurves(title=f"{cfg.model} on {cfg.dataset}"))
+    trainer.fit(loaders.train, loaders.eval if test_every_epoch else None, loaders.eval_split)
     return trainer, loaders
 
 
@@ -150,7 +150,7 @@ def lesson_run(name: str, quick: bool, steps: int = QUICK_STEPS
     cfg = make_config(name, quick=quick, **(dict(batch_size=64, max_steps=steps) if quick else {}))
     print(cfg)
     trainer, loaders = train_model(cfg)
-    acc = trainer.history[-1]["val_acc"]
+    acc = trainer.history[-1]["test_acc"]
     print(f"test accuracy {acc:.3f} after {trainer.train_seconds:.1f} s of training")
     return cfg, trainer, loaders, acc
 
@@ -212,7 +212,7 @@ def rows_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def histories_figure(histories: dict[str, Sequence[dict[str, float]]], key: str = "val_acc",
+def histories_figure(histories: dict[str, Sequence[dict[str, float]]], key: str = "test_acc",
                      x: str = "epoch", title: str = "", fig: Figure | None = None) -> Figure:
     """One curve per run: `key` (a Trainer history column) against the epoch, or against
     `x="train_seconds"` (time spent training so far) to compare how fast runs learn."""

@@ -1,16 +1,15 @@
 """Train scratch networks with dlcamp's Trainer: same loop, schedules, callbacks and run files.
 
-`ScratchTrainer` replaces only what touches the engine: the training step, evaluation and the
-state. Everything else (epochs, time and step budgets, one-cycle schedule, progress bar, CSV,
-curves, checkpoints) is the Trainer's. Checkpoints store the weights under PyTorch's names, so
-`dlcamp evaluate RUN` can rebuild a scratch-trained network in PyTorch and check it.
+`ScratchTrainer` replaces only what touches the engine: the set-up (device, speed plan,
+optimiser), the training and evaluation steps and the state's tensors. Everything else (the
+loop, epochs, time and step budgets, one-cycle schedule, metric sums, progress bar, CSV,
+curves, checkpoints, callback state) is the Trainer's. Checkpoints store the weights under
+PyTorch's names, so `dlcamp evaluate RUN` can rebuild a scratch-trained network in PyTorch and
+check it.
 """
 
 from __future__ import annotations
 
-import contextlib
-import time
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -21,13 +20,13 @@ from dlcamp.core.gradients import clip_grad_norm
 from dlcamp.engine import nn, optim
 from dlcamp.engine.tensor import Tensor, cross_entropy, no_grad
 from dlcamp.train.speed import Choice, SpeedPlan
-from dlcamp.train.trainer import TrainConfig, Trainer, make_optimizer
+from dlcamp.train.task import Classification
+from dlcamp.train.trainer import Trainer, make_optimizer
 
 
-class ClassificationMetrics:
-    """What the Trainer and EarlyStopping need to know about the task."""
-
-    monitor, mode = "acc", "max"
+class ClassificationMetrics(Classification):
+    """The Trainer's view of a scratch classifier: `monitor`/`mode` for early stopping and
+    `summarize` for the sums of ScratchTrainer's steps (its `step` is the steps' own)."""
 
 
 def to_numpy(x: torch.Tensor) -> np.ndarray:
@@ -35,118 +34,90 @@ def to_numpy(x: torch.Tensor) -> np.ndarray:
     return x.detach().cpu().numpy()
 
 
-@contextlib.contextmanager
-def torch_single_threaded() -> Iterator[None]:
-    """Run PyTorch on one thread inside the block (restored afterwards).
-
-    The loaders still use a few small torch ops per batch. With a thread pool, PyTorch's idle
-    OpenMP workers keep spinning for a while after each op, on the very cores that NumPy's BLAS
-    wants next: measured on 2 cores, one MLP epoch took 3.6 s that way and 1.0 s without.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 class ScratchTrainer(Trainer):
-    """The Trainer with a scratch model and optimiser; data comes from the usual loaders."""
+    """The Trainer with a scratch model and optimiser; data comes from the usual loaders.
 
-    def __init__(self, model: nn.Module, config: TrainConfig | None = None,
-                 callbacks: Any = ()) -> None:
-        self.config = cfg = config or TrainConfig()
-        if cfg.device not in ("auto", "cpu"):
+    PyTorch runs on one thread (the speed plan's), so its idle OpenMP workers do not spin on
+    the cores that NumPy's BLAS wants next: measured on 2 cores, one MLP epoch took 3.6 s with
+    a torch thread pool and 1.0 s without.
+    """
+
+    def plan(self, model: nn.Module) -> tuple[torch.device, SpeedPlan]:
+        if self.config.device not in ("auto", "cpu"):
             raise BadArgument(f"the scratch engine runs on NumPy, on the CPU; got --device "
-                              f"{cfg.device}")
-        self.device = torch.device("cpu")
-        self.speed = SpeedPlan(
+                              f"{self.config.device}")
+        return torch.device("cpu"), SpeedPlan(
             Choice("fp32", "fp32", "the scratch engine computes in float32 NumPy"),
             Choice("off", False, "NumPy arrays in NCHW (im2col)"),
             Choice("1", 1, "PyTorch waits on one thread while NumPy's BLAS computes"))
-        self.model = model
-        self.task = ClassificationMetrics()
-        self.callbacks = list(callbacks)
-        self.optimizer = make_optimizer(model.parameters(), cfg, library=optim)
-        self.epoch = self.global_step = self.total_steps = 0
-        self.train_seconds = 0.0
-        self.history: list[dict[str, float]] = []
-        self.should_stop = False
-        self.clock = time.perf_counter
-        nn.manual_seed(cfg.seed + 1)  # dropout masks; the weights were drawn at construction
 
-    def fit(self, train_loader, val_loader=None) -> list[dict[str, float]]:
-        with torch_single_threaded():
-            return super().fit(train_loader, val_loader)
+    def prepare_model(self, model: nn.Module) -> tuple[nn.Module, nn.Module]:
+        nn.manual_seed(self.config.seed + 1)  # dropout masks; the weights are drawn already
+        return model, model
 
-    def _train_epoch(self, loader, start: float) -> tuple[dict[str, float], int]:
-        self.model.train()
-        loss_sum, correct, n = 0.0, 0, 0
-        for i, (xb, yb) in enumerate(loader):
-            lr = self.next_lr(start)
-            if lr is None:
-                break
-            self.optimizer.param_groups[0]["lr"] = lr
-            x, y = Tensor(to_numpy(xb)), to_numpy(yb)
-            logits = self.model(x)
-            loss = cross_entropy(logits, y)
-            self.optimizer.zero_grad()
-            loss.backward()
-            if self.config.grad_clip:
-                clip_grad_norm(self.model.parameters(), self.config.grad_clip)
-            self.optimizer.step()
-            loss_sum += loss.item() * len(y)
-            correct += int((logits.argmax(1) == y).sum())
-            n += len(y)
-            self.global_step += 1
-            self._emit("on_batch_end", i, loss)
-        if not n:
-            return {}, 0
-        return {"loss": loss_sum / n, "acc": correct / n}, n
+    def build_task(self, task: Any) -> ClassificationMetrics:
+        if task is not None and not isinstance(task, Classification):
+            raise BadArgument("the scratch engine trains classifiers only; leave out `task`")
+        return ClassificationMetrics()
 
-    def evaluate(self, loader) -> dict[str, float]:
-        self.model.eval()
-        loss_sum, correct, n = 0.0, 0, 0
-        with no_grad(), torch_single_threaded():
-            for xb, yb in loader:
-                y = to_numpy(yb)
-                logits = self.model(Tensor(to_numpy(xb)))
-                loss_sum += cross_entropy(logits, y).item() * len(y)
-                correct += int((logits.argmax(1) == y).sum())
-                n += len(y)
-        return {"loss": loss_sum / max(n, 1), "acc": correct / max(n, 1)}
+    def build_optimizer(self) -> Any:
+        return make_optimizer(self.model.parameters(), self.config, library=optim)
 
-    def state_dict(self) -> dict[str, Any]:
-        """Plain tensors, numbers, strings and dicts: loads with torch.load(weights_only=True).
+    def train_step(self, batch: tuple[torch.Tensor, ...]) -> tuple[Tensor, dict[str, float]]:
+        x, y = Tensor(to_numpy(batch[0])), to_numpy(batch[1])
+        logits = self.model(x)
+        loss = cross_entropy(logits, y)
+        self.optimizer.zero_grad()
+        loss.backward()
+        if self.config.grad_clip:
+            clip_grad_norm(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        return loss, self._sums(logits, loss, y)
 
-        "rng" holds torch's generator state and the engine's (dropout masks), so a resumed
-        run draws the masks an uninterrupted one would have drawn.
-        """
+    def eval_step(self, batch: tuple[torch.Tensor, ...]) -> dict[str, float]:
+        y = to_numpy(batch[1])
+        with no_grad():
+            logits = self.model(Tensor(to_numpy(batch[0])))
+            return self._sums(logits, cross_entropy(logits, y), y)
+
+    @staticmethod
+    def _sums(logits: Tensor, loss: Tensor, y: np.ndarray) -> dict[str, float]:
+        """Plain numbers: NumPy has computed them already, there is no device to wait for."""
+        return {"loss": loss.item() * len(y), "correct": int((logits.argmax(1) == y).sum()),
+                "n": len(y)}
+
+    # The state: plain tensors, numbers, strings and dicts (loads with weights_only=True);
+    # the weights under PyTorch's names.
+    def model_state(self) -> dict[str, Any]:
+        return {k: torch.from_numpy(np.array(v)) for k, v in self.model.state_dict().items()}
+
+    def load_model_state(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict({k: v.numpy() for k, v in state.items()})
+
+    def optimizer_state(self) -> dict[str, Any]:
         opt = self.optimizer.state_dict()
-        return {
-            "engine": "scratch",
-            "model": {k: torch.from_numpy(np.array(v)) for k, v in self.model.state_dict().items()},
-            "optimizer": {"settings": {k: list(v) if isinstance(v, tuple) else v
-                                       for k, v in opt["settings"].items()},
-                          "state": [{k: torch.from_numpy(np.array(v)) for k, v in s.items()}
-                                    for s in opt["state"]]},
-            "epoch": self.epoch, "global_step": self.global_step,
-            "train_seconds": self.train_seconds, "history": self.history,
-            "rng": {"torch": torch.get_rng_state(), "scratch": nn.get_rng_state()},
-        }
+        return {"settings": {k: list(v) if isinstance(v, tuple) else v
+                             for k, v in opt["settings"].items()},
+                "state": [{k: torch.from_numpy(np.array(v)) for k, v in s.items()}
+                          for s in opt["state"]]}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict({k: v.numpy() for k, v in state["model"].items()})
-        opt = state["optimizer"]
+    def load_optimizer_state(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict({
-            "settings": opt["settings"],
-            "state": [{k: v.numpy() for k, v in s.items()} for s in opt["state"]]})
+            "settings": state["settings"],
+            "state": [{k: v.numpy() for k, v in s.items()} for s in state["state"]]})
         for s in self.optimizer.state:  # the step counter of Adam is a plain number
             if "t" in s:
                 s["t"] = int(s["t"])
-        self.epoch, self.global_step = state["epoch"], state["global_step"]
-        self.train_seconds, self.history = state["train_seconds"], list(state["history"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if "scratch" in state["rng"]:  # checkpoints before it was saved resume with a new stream
-            nn.set_rng_state(state["rng"]["scratch"])
+
+    def rng_state(self) -> dict[str, Any]:
+        """torch's generator and the engine's (dropout masks), so a resumed run draws the
+        masks an uninterrupted one would have drawn."""
+        return {"torch": torch.get_rng_state(), "scratch": nn.get_rng_state()}
+
+    def load_rng_state(self, rng: dict[str, Any]) -> None:
+        torch.set_rng_state(rng["torch"])
+        if "scratch" in rng:  # checkpoints before it was saved resume with a new stream
+            nn.set_rng_state(rng["scratch"])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"engine": "scratch", **super().state_dict()}

@@ -13,6 +13,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from dlcamp.core.io import atomic_write_bytes
+from dlcamp.train.callbacks import Callback
 
 
 def in_notebook() -> bool:
@@ -56,7 +57,7 @@ def figure_png(fig: Figure) -> bytes:
     return buffer.getvalue()
 
 
-class PlotCurves:
+class PlotCurves(Callback):
     """Callback: redraw the curves after each epoch (inline in Jupyter) and save `path`."""
 
     def __init__(self, path: Path | str | None = None, live: bool | None = None,

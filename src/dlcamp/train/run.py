@@ -199,7 +199,7 @@ def build(cfg: RunConfig, out: Path | None, progress: bool = True,
         callbacks += [CSVLogger(out / "metrics.csv"),
                       PlotCurves(out / "curves.png", title=f"{cfg.model} on {cfg.dataset}"),
                       Checkpoint(out / "checkpoint.pt", meta)]
-    if cfg.patience:
+    if cfg.patience:  # Checkpoint runs after it (Checkpoint.order): the file holds its state
         callbacks.append(EarlyStopping(patience=cfg.patience))
     if scratch:
         meta["engine"] = "scratch"
@@ -208,6 +208,16 @@ def build(cfg: RunConfig, out: Path | None, progress: bool = True,
         trainer = Trainer(model, cfg.train, callbacks=callbacks)
     meta["speed"] = trainer.speed.to_dict()
     return trainer, loaders, meta
+
+
+def rename_split(history: list[dict[str, Any]], old: str, new: str) -> list[dict[str, Any]]:
+    """The records with `old`_* keys named `new`_*: runs written before the metrics named
+    their split recorded the test set's as val_acc, val_loss, ..."""
+    if old == new:
+        return history
+    prefix = f"{old}_"
+    return [{f"{new}_{k[len(prefix):]}" if k.startswith(prefix) else k: v for k, v in r.items()}
+            for r in history]
 
 
 def write_config(out: Path, cfg: RunConfig, speed: dict[str, Any] | None = None) -> None:
@@ -234,7 +244,7 @@ def train_run(cfg: RunConfig, out: Path | None = None, force: bool = False,
     log(f"training {cfg.model}{engine} on {cfg.dataset} ({loaders.describe}) on "
         f"{trainer.device}; run directory {out}")
     log_speed(trainer, log)
-    trainer.fit(loaders.train, loaders.eval)
+    trainer.fit(loaders.train, loaders.eval, loaders.eval_split)
     return trainer, out
 
 
@@ -254,8 +264,9 @@ def resume_run(run_dir: Path | str, epochs: int | None = None, progress: bool = 
     if cfg.engine == "torch":
         load_weights(trainer.model, ckpt["trainer"]["model"], str(out / "checkpoint.pt"))
     trainer.load_state_dict(ckpt["trainer"])
+    trainer.history = rename_split(trainer.history, "val", loaders.eval_split)
     write_config(out, cfg, trainer.speed.to_dict())
     log(f"resuming {out} after epoch {trainer.epoch} of {cfg.train.epochs}")
     log_speed(trainer, log)
-    trainer.fit(loaders.train, loaders.eval)
+    trainer.fit(loaders.train, loaders.eval, loaders.eval_split)
     return trainer, out

@@ -8,6 +8,7 @@ the task for `step(model, batch) -> (loss, sums)`, adds the `sums` up on the dev
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +17,16 @@ from torch import nn
 from dlcamp.models.rnn import RNNLM
 
 Batch = tuple[torch.Tensor, ...]
+
+
+def add_sums(sums: dict[str, Any], batch_sums: dict[str, Any]) -> None:
+    """Add one batch's sums into `sums`, in place. Tensors stay on their device (no sync per
+    batch); plain numbers (the scratch engine's) add up as numbers."""
+    for k, v in batch_sums.items():
+        if k in sums:
+            sums[k] = sums[k] + v
+        else:
+            sums[k] = v.clone() if isinstance(v, torch.Tensor) else v
 
 
 class Task:
