@@ -35,7 +35,7 @@ MODELS = {"mlp": "MLP 784-256-10", "lenet-modern": "LeNet (BN, ReLU, max pool)"}
 
 def trainer_for(model: str, engine: str, epochs: int, **extra: Any):
     settings = {**RECIPE, **extra}
-    if engine == "scratch":  # PyTorch-only switches are refused by the scratch engine
+    if engine == "numpy":  # PyTorch-only switches are refused by the NumPy engine
         settings = {k: v for k, v in settings.items() if k not in ("precision", "channels_last",
                                                                      "compile")}
     cfg = make_config(model, engine=engine, epochs=epochs, **settings)
@@ -46,13 +46,13 @@ def trainer_for(model: str, engine: str, epochs: int, **extra: Any):
 def speed(model: str, repeats: int, batches: int | None) -> dict[str, Any]:
     """Median seconds per epoch of each engine, epochs interleaved; same weights at the start."""
     trainers = {e: trainer_for(model, e, epochs=0, schedule="constant")
-                for e in ("scratch", "torch")}
+                for e in ("numpy", "torch")}
     import torch
 
-    start = {k: torch.from_numpy(v.copy()) for k, v in trainers["scratch"][0].model
+    start = {k: torch.from_numpy(v.copy()) for k, v in trainers["numpy"][0].model
              .state_dict().items()}
     trainers["torch"][0].model.load_state_dict(start)
-    seconds: dict[str, list[float]] = {"scratch": [], "torch": []}
+    seconds: dict[str, list[float]] = {"numpy": [], "torch": []}
     for _ in range(repeats + 1):  # the first epoch of each is a warm-up and not counted
         for engine, (trainer, loaders) in trainers.items():
             trainer.config.epochs += 1
@@ -63,7 +63,7 @@ def speed(model: str, repeats: int, batches: int | None) -> dict[str, Any]:
     for engine, values in seconds.items():
         row[f"{engine}_s"] = statistics.median(values[1:])
         row[f"{engine}_ex_s"] = examples / row[f"{engine}_s"]
-    row["ratio"] = row["scratch_s"] / row["torch_s"]
+    row["ratio"] = row["numpy_s"] / row["torch_s"]
     return row
 
 
@@ -89,13 +89,13 @@ def main() -> None:
     speed_rows = [speed(m, 1 if args.quick else args.repeats, batches) for m in MODELS]
     speed_md = markdown_table(speed_rows, [
         ("network", "model", ""), ("examples / epoch", "examples", ","),
-        ("scratch s / epoch", "scratch_s", ".2f"), ("PyTorch s / epoch", "torch_s", ".2f"),
+        ("NumPy engine s / epoch", "numpy_s", ".2f"), ("PyTorch s / epoch", "torch_s", ".2f"),
         ("scratch ex/s", "scratch_ex_s", ",.0f"), ("PyTorch ex/s", "torch_ex_s", ",.0f"),
         ("scratch / PyTorch time", "ratio", ".2f")])
     acc_rows: list[dict[str, Any]] = []
     if not args.no_accuracy:
         for model, epochs in (("mlp", args.mlp_epochs), ("lenet-modern", args.cnn_epochs)):
-            for engine in ("scratch", "torch"):
+            for engine in ("numpy", "torch"):
                 acc_rows.append(accuracy(model, engine, epochs, args.quick))
     acc_md = markdown_table(acc_rows, [
         ("network", "model", ""), ("engine", "engine", ""), ("epochs", "epochs", "d"),
@@ -104,7 +104,7 @@ def main() -> None:
     markdown = f"### Speed, side by side\n\n{speed_md}\n"
     if acc_md:
         markdown += f"\n### Accuracy (full training set, 10,000 test images)\n\n{acc_md}\n"
-    report(args, "scratch", {"speed": speed_rows, "accuracy": acc_rows}, markdown)
+    report(args, "numpy", {"speed": speed_rows, "accuracy": acc_rows}, markdown)
     if not args.quick:
         settings = ", ".join(f"{k}={v}" for k, v in RECIPE.items())
         body = (f"Command: `python bench/scratch.py{' --no-accuracy' if args.no_accuracy else ''}`"

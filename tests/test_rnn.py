@@ -133,8 +133,8 @@ def test_cli_trains_a_language_model_generates_and_resumes(tmp_path):
 @pytest.mark.parametrize("args,fragments", [
     (["train", "--model", "lstm", "--quick"], ["language model", "tang300"]),
     (["train", "--model", "mlp", "--dataset", "tang300", "--quick"], ["not a language model"]),
-    (["train", "--model", "lstm", "--dataset", "tang300", "--engine", "scratch", "--quick"],
-     ["unknown scratch engine model 'lstm'"]),
+    (["train", "--model", "lstm", "--dataset", "tang300", "--engine", "numpy", "--quick"],
+     ["unknown NumPy engine model 'lstm'"]),
 ])
 def test_language_model_bad_input(args, fragments, tmp_path):
     assert_one_line_error(dlcamp(*args, "--out", str(tmp_path / "r"), check=False),

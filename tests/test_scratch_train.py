@@ -1,4 +1,4 @@
-"""Training with the scratch engine: `dlcamp train --engine scratch`, run files, resume."""
+"""Training with the NumPy engine: `dlcamp train --engine numpy`, run files, resume."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from dlcamp.cli.main import main
+from dlcamp.core.config import RunConfig
 from dlcamp.core.errors import BadArgument
 from dlcamp.engine import optim
 from dlcamp.engine.models import create_scratch_model
@@ -28,12 +30,12 @@ def metrics(run) -> list[dict[str, str]]:
 
 def test_cli_trains_with_the_scratch_engine_and_torch_evaluates_the_run(tmp_path):
     out = tmp_path / "run"
-    train = dlcamp("train", "--engine", "scratch", "--model", "mlp", "--quick", "--out",
+    train = dlcamp("train", "--engine", "numpy", "--model", "mlp", "--quick", "--out",
                    str(out)).stdout
-    assert "scratch engine" in train and "epoch 2/2" in train and "final test acc" in train
+    assert "NumPy engine" in train and "epoch 2/2" in train and "final test acc" in train
     for name in ("config.json", "metrics.csv", "curves.png", "checkpoint.pt"):
         assert (out / name).is_file(), name
-    assert json.loads((out / "config.json").read_text())["engine"] == "scratch"
+    assert json.loads((out / "config.json").read_text())["engine"] == "numpy"
     last = metrics(out)[-1]
     assert float(last["test_acc"]) > 0.7 and float(last["train_loss"]) < 1.0
     # The checkpoint holds PyTorch-named weights: `dlcamp evaluate` rebuilds the network in
@@ -44,14 +46,14 @@ def test_cli_trains_with_the_scratch_engine_and_torch_evaluates_the_run(tmp_path
 
 
 @pytest.mark.parametrize("args,fragments", [
-    (["--model", "resnet18"], ["unknown scratch engine model 'resnet18'", "lenet-modern, mlp",
+    (["--model", "resnet18"], ["unknown NumPy engine model 'resnet18'", "lenet-modern, mlp",
                                "--engine torch"]),
     (["--model", "mlp", "--precision", "bf16"], ["--precision bf16", "float32"]),
     (["--model", "lenet", "--channels-last", "on"], ["--channels-last on", "float32"]),
     (["--model", "mlp", "--device", "cuda"], ["CPU"]),
 ])
 def test_scratch_engine_bad_input(args, fragments, tmp_path):
-    result = dlcamp("train", "--engine", "scratch", "--quick", "--out", str(tmp_path / "r"),
+    result = dlcamp("train", "--engine", "numpy", "--quick", "--out", str(tmp_path / "r"),
                     *args, check=False)
     assert_one_line_error(result, *fragments)
 
@@ -75,7 +77,7 @@ def test_resume_gives_the_same_run_as_training_straight_through(tmp_path, optimi
 
     (A constant learning rate: a schedule planned for 1 epoch differs from one for 2.)
     """
-    settings = dict(quick=True, engine="scratch", epochs=2, optimizer=optimizer,
+    settings = dict(quick=True, engine="numpy", epochs=2, optimizer=optimizer,
                     lr=0.05 if optimizer == "sgd" else 1e-3, momentum=0.9, nesterov=True,
                     schedule="constant", weight_decay=1e-4)
     quiet = dict(progress=False, log=lambda _: None)
@@ -88,7 +90,7 @@ def test_resume_gives_the_same_run_as_training_straight_through(tmp_path, optimi
         np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-6, err_msg=name)
     assert [r["test_acc"] for r in straight.history] == [r["test_acc"] for r in resumed.history]
     ckpt = load_checkpoint(tmp_path / "b")  # weights_only: nothing executable in the file
-    assert ckpt["engine"] == "scratch" and ckpt["trainer"]["engine"] == "scratch"
+    assert ckpt["engine"] == "numpy" and ckpt["trainer"]["engine"] == "numpy"
 
 
 def test_interrupted_run_with_dropout_resumes_bit_for_bit(tmp_path):
@@ -97,7 +99,7 @@ def test_interrupted_run_with_dropout_resumes_bit_for_bit(tmp_path):
     The dropout masks come from the engine's own NumPy generator (dlcamp.engine.nn), so
     the checkpoint must carry its state; a one-cycle schedule spans both epochs.
     """
-    cfg = make_config("mlp", quick=True, engine="scratch", epochs=2, schedule="onecycle",
+    cfg = make_config("mlp", quick=True, engine="numpy", epochs=2, schedule="onecycle",
                       model_kwargs={"hidden": [64], "dropout": 0.3})
     quiet = dict(progress=False, log=lambda _: None)
     straight, _ = train_run(cfg, tmp_path / "a", **quiet)
@@ -114,7 +116,7 @@ def test_interrupted_run_with_dropout_resumes_bit_for_bit(tmp_path):
 def test_scratch_cnn_learns_with_the_trainer():
     from dlcamp.data.loader import make_loaders
 
-    cfg = make_config("lenet-modern", quick=True, engine="scratch", max_steps=40, epochs=1)
+    cfg = make_config("lenet-modern", quick=True, engine="numpy", max_steps=40, epochs=1)
     loaders = make_loaders("fashion-mnist", 64, "cpu", quick=True)
     model = create_scratch_model("lenet-modern")
     trainer = ScratchTrainer(model, cfg.train)
@@ -123,3 +125,19 @@ def test_scratch_cnn_learns_with_the_trainer():
     after = trainer.evaluate(loaders.test)
     assert trainer.global_step == 40
     assert after["loss"] < before["loss"] - 0.5 and after["acc"] > 0.6, (before, after)
+
+
+def test_the_engines_old_name_still_works_and_says_the_new_one(tmp_path, capsys):
+    """`--engine scratch` (before the engine/ folder) means `--engine numpy`, with a note."""
+    with pytest.warns(FutureWarning, match="'scratch' is now called 'numpy'"):
+        assert make_config("mlp", engine="scratch").engine == "numpy"
+    assert RunConfig.from_dict({"model": "mlp", "engine": "scratch"}).engine == "numpy"
+    code = main(["train", "--engine", "scratch", "--model", "resnet18", "--quick", "--out",
+                 str(tmp_path / "r")])
+    err = capsys.readouterr().err.splitlines()
+    assert code == 2
+    assert err[0] == ("note: --engine scratch is now --engine numpy (the old name will go in a "
+                      "later release)")
+    assert err[1].startswith("error: unknown NumPy engine model 'resnet18'")
+    with pytest.raises(BadArgument, match="unknown engine 'jax'; choose torch or numpy"):
+        make_config("mlp", engine="jax")

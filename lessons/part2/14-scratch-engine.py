@@ -438,7 +438,7 @@ cnn_acc = cnn_trainer.history[-1]["test_acc"]
 print(f"scratch LeNet: test accuracy {cnn_acc:.3f}, {cnn_trainer.train_seconds:.1f} s of training")
 
 # %% [markdown]
-# 命令行也能用这个引擎：`dlcamp train --engine scratch --model mlp`（或 `--model lenet-modern`）
+# 命令行也能用这个引擎：`dlcamp train --engine numpy --model mlp`（或 `--model lenet-modern`）
 # 按模型注册的配方训练，写出和 PyTorch 引擎一样的运行目录（指标、曲线、检查点）。
 # 检查点里的权重用 PyTorch 的名字保存，所以 `dlcamp evaluate` 能在 PyTorch 里重建这个网络来检验它。
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from dlcamp.cli.argtypes import OneLineParser, number, seed, whole
 from dlcamp.cli.flags import add_setting_flags, overrides
+from dlcamp.core.config import ENGINES, RENAMED_ENGINES
 from dlcamp.core.errors import BadArgument, DlcampError, UnknownName
 from dlcamp.core.utils import is_quick
 
@@ -25,8 +26,13 @@ def _train(args: argparse.Namespace) -> int:
     if args.resume:
         trainer, out = resume_run(args.resume, epochs=args.epochs, progress=not args.no_progress)
     else:
+        engine = args.engine
+        if engine in RENAMED_ENGINES:  # a name a user typed keeps working, with a note
+            engine = RENAMED_ENGINES[engine]
+            print(f"note: --engine {args.engine} is now --engine {engine} (the old name will "
+                  "go in a later release)", file=sys.stderr)
         cfg = make_config(args.model, args.dataset, quick=args.quick or is_quick(),
-                          engine=args.engine, **overrides(args))
+                          engine=engine, **overrides(args))
         trainer, out = train_run(cfg, args.out, force=args.force, progress=not args.no_progress)
     last = trainer.history[-1] if trainer.history else {}
     metric = f"{trainer.eval_split}_{trainer.task.monitor}"
@@ -201,9 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dataset", default="fashion-mnist",
                    help="images: fashion-mnist | mnist | digits; text (for rnn, gru, lstm, ...): "
                    "tang300 | song100 | sayings-zh | quotes-en")
-    t.add_argument("--engine", default="torch", choices=["torch", "scratch"],
-                   help="torch (default), or scratch: dlcamp's NumPy engine (softmax, mlp, "
-                   "lenet, lenet-modern; CPU)")
+    t.add_argument("--engine", default="torch", choices=[*ENGINES, *RENAMED_ENGINES],
+                   metavar="{" + ",".join(ENGINES) + "}",
+                   help="torch (default), or numpy: dlcamp's NumPy engine (softmax, mlp, "
+                   "lenet, lenet-modern; CPU). `scratch` is its old name")
     add_setting_flags(t)  # --epochs, --lr, --batch-size, ...: from TrainConfig and RunConfig
     t.add_argument("--quick", action="store_true", help="small data, <= 2 epochs (seconds)")
     t.add_argument("--out", help="run directory (default runs/<model>-<dataset>-<time>)")

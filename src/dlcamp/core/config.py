@@ -36,6 +36,16 @@ from dlcamp.core.errors import BadArgument
 
 SEED_MAX = 2**32 - 1  # NumPy's legacy seeding and the loaders' (seed, epoch) mixing fit in int64
 FLAG, SETTING, PER_RUN = "flag", "setting", "per_run"  # a field's role (metadata["role"])
+ENGINES = ("torch", "numpy")
+RENAMED_ENGINES = {"scratch": "numpy"}  # `--engine scratch` before the engine/ folder (issue 13)
+
+
+def engine_name(name: str) -> str:
+    """The engine's current name: an old name gives its new one, anything else BadArgument."""
+    name = RENAMED_ENGINES.get(name, name)
+    if name not in ENGINES:
+        raise BadArgument(f"unknown engine {name!r}; choose {' or '.join(ENGINES)}")
+    return name
 
 
 def _field(role: str, default: Any, help: str, default_factory: Any = MISSING,
@@ -128,8 +138,8 @@ class RunConfig:
 
     model: str = per_run("cnn", "a name from `dlcamp models`")
     dataset: str = per_run("fashion-mnist", "an image dataset or a text corpus")
-    engine: str = per_run("torch", "torch, or scratch: dlcamp.engine (NumPy, CPU, a few models)",
-                          choices=("torch", "scratch"))
+    engine: str = per_run("torch", "torch, or numpy: dlcamp.engine (NumPy, CPU, a few models)",
+                          choices=ENGINES)
     model_kwargs: dict[str, Any] = setting(
         default_factory=dict, help="arguments for the model's constructor (create_model)")
     batch_size: int = option(256, "examples per training step", low=1)
@@ -154,6 +164,8 @@ class RunConfig:
         """From config.json (keys it does not know, such as "speed", are skipped)."""
         d = dict(d)
         train = TrainConfig.from_dict(d.pop("train", {}))
+        if d.get("engine") in RENAMED_ENGINES:  # written before the engine was renamed
+            d["engine"] = RENAMED_ENGINES[d["engine"]]
         names = {f.name for f in fields(cls)} - {"train"}
         return cls(**{k: v for k, v in d.items() if k in names}, train=train)
 

@@ -8,7 +8,7 @@
 Files: tensor.py (the Tensor and reverse-mode autodiff), conv.py (im2col convolution and
 pooling), nn.py (layers shaped like torch.nn, and the course's networks), models.py (those
 networks by name: `create_scratch_model`), optim.py (SGD, Adam). The training loop used by
-`dlcamp train --engine scratch` is dlcamp.train.engine.
+`dlcamp train --engine numpy` is dlcamp.train.engine.
 """
 
 from dlcamp.engine import nn, optim

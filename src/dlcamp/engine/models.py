@@ -1,11 +1,11 @@
-"""The scratch engine's networks by their dlcamp names, built the way `create_model` builds
+"""The NumPy engine's networks by their dlcamp names, built the way `create_model` builds
 PyTorch ones:
 
     net = create_scratch_model("lenet-modern", image_size=28)
     net.dlcamp_spec            # {"name": "lenet-modern", "kwargs": {"image_size": 28}}
 
 Each network (in nn.py) is laid out exactly like the PyTorch model of the same name in
-dlcamp.models, so `state_dict()` moves between the two; `dlcamp train --engine scratch`
+dlcamp.models, so `state_dict()` moves between the two; `dlcamp train --engine numpy`
 trains the ones listed here.
 """
 
@@ -20,14 +20,14 @@ from dlcamp.core.registry import Registry
 from dlcamp.engine import nn
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry(
-    "scratch engine model",
+    "NumPy engine model",
     [("softmax", nn.softmax_regression), ("mlp", nn.mlp), ("lenet", nn.lenet),
      ("lenet-modern", nn.lenet_modern)],
     hint="Use --engine torch for the other models.")
 
 
 def list_scratch_models() -> list[str]:
-    """The names the scratch engine can build, sorted."""
+    """The names the NumPy engine can build, sorted."""
     return MODELS.names()
 
 

@@ -112,12 +112,13 @@ class ScratchTrainer(Trainer):
     def rng_state(self) -> dict[str, Any]:
         """torch's generator and the engine's (dropout masks), so a resumed run draws the
         masks an uninterrupted one would have drawn."""
-        return {"torch": torch.get_rng_state(), "scratch": nn.get_rng_state()}
+        return {"torch": torch.get_rng_state(), "engine": nn.get_rng_state()}
 
     def load_rng_state(self, rng: dict[str, Any]) -> None:
         torch.set_rng_state(rng["torch"])
-        if "scratch" in rng:  # checkpoints before it was saved resume with a new stream
-            nn.set_rng_state(rng["scratch"])
+        engine = rng.get("engine", rng.get("scratch"))  # "scratch": before issue 13's rename
+        if engine is not None:  # checkpoints before it was saved resume with a new stream
+            nn.set_rng_state(engine)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"engine": "scratch", **super().state_dict()}
+        return {"engine": "numpy", **super().state_dict()}

@@ -10,17 +10,25 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dlcamp.core.config import RunConfig, TrainConfig, check_name, split_settings
+from dlcamp.core.config import (
+    RENAMED_ENGINES,
+    RunConfig,
+    TrainConfig,
+    check_name,
+    engine_name,
+    split_settings,
+)
 from dlcamp.core.errors import BadArgument, CheckpointError, RunDirExists
 from dlcamp.core.io import atomic_write_bytes
 from dlcamp.core.utils import pick_device, seed_everything, versions
 from dlcamp.data.datasets import get_spec
 from dlcamp.data.loader import Augment, Loaders, flip_and_shift, make_loaders
-from dlcamp.engine import nn as scratch_nn
+from dlcamp.engine import nn as engine_nn
 from dlcamp.engine.models import create_scratch_model
 from dlcamp.models import create_model, model_recipe
 from dlcamp.models.registry import model_accepts
@@ -46,22 +54,25 @@ def make_config(model: str = "cnn", dataset: str = "fashion-mnist", quick: bool 
     lr=, batch_size=, augment=, model_kwargs=, ...); each goes to the dataclass that has
     the field, and an unknown name raises BadArgument.
     Quick mode trains on small subsets and caps the recipe at 2 epochs (unless `epochs` is given).
-    The scratch engine keeps the recipe's optimiser and schedule; PyTorch-only speed settings
+    The NumPy engine (engine="numpy"; "scratch", its old name, still works with a
+    FutureWarning) keeps the recipe's optimiser and schedule; PyTorch-only speed settings
     (bf16, channels-last, compile) do not apply to it.
     """
-    if engine not in ("torch", "scratch"):
-        raise BadArgument(f"unknown engine {engine!r}; choose torch or scratch")
+    if engine in RENAMED_ENGINES:
+        warnings.warn(f"engine {engine!r} is now called {RENAMED_ENGINES[engine]!r}",
+                      FutureWarning, stacklevel=2)
+    engine = engine_name(engine)
     overrides = {k: v for k, v in overrides.items() if v is not None}
     for key in overrides:
         check_name(key, "make_config setting")
     settings = {**model_recipe(model), **overrides}
-    if engine == "scratch":
+    if engine == "numpy":
         pytorch_only = {"precision": ("auto", "fp32"), "channels_last": ("auto", "off"),
                         "compile": (False,)}
         for key, fine in pytorch_only.items():
             if key in overrides and overrides[key] not in fine:
                 raise BadArgument(f"--{key.replace('_', '-')} {overrides[key]} is a PyTorch "
-                                  "setting; the scratch engine computes in float32 NumPy")
+                                  "setting; the NumPy engine computes in float32")
             settings.pop(key, None)
     if quick and "epochs" not in overrides:
         settings["epochs"] = min(settings.get("epochs", 2), 2)
@@ -173,8 +184,8 @@ def build(cfg: RunConfig, out: Path | None, progress: bool = True,
         # A mirrored 2 is not a 2: a recipe tuned on clothes must not flip digits.
         augment = str(augment).replace("flip", "").strip("+,") or "none"
         log(f"note: no flip augmentation on {cfg.dataset} (mirroring changes its labels)")
-    scratch = cfg.engine == "scratch"
-    device = "cpu" if scratch else pick_device(cfg.train.device)
+    numpy_engine = cfg.engine == "numpy"
+    device = "cpu" if numpy_engine else pick_device(cfg.train.device)
     if kind == "text":
         loaders, kwargs, data = _text_data(cfg)
     else:
@@ -182,8 +193,8 @@ def build(cfg: RunConfig, out: Path | None, progress: bool = True,
         if kwargs.get("test_flip") and not mirror:
             kwargs["test_flip"] = False
             log(f"note: no test-time flips on {cfg.dataset} (mirroring changes its labels)")
-    if scratch:
-        scratch_nn.manual_seed(cfg.train.seed)
+    if numpy_engine:
+        engine_nn.manual_seed(cfg.train.seed)
         model = create_scratch_model(cfg.model, **kwargs)
     else:
         model = create_model(cfg.model, **kwargs)
@@ -201,8 +212,8 @@ def build(cfg: RunConfig, out: Path | None, progress: bool = True,
                       Checkpoint(out / "checkpoint.pt", meta)]
     if cfg.patience:  # Checkpoint runs after it (Checkpoint.order): the file holds its state
         callbacks.append(EarlyStopping(patience=cfg.patience))
-    if scratch:
-        meta["engine"] = "scratch"
+    if numpy_engine:
+        meta["engine"] = "numpy"
         trainer = ScratchTrainer(model, cfg.train, callbacks=callbacks)
     else:
         trainer = Trainer(model, cfg.train, callbacks=callbacks)
@@ -240,7 +251,7 @@ def train_run(cfg: RunConfig, out: Path | None = None, force: bool = False,
     out = prepare_run_dir(Path(out) if out else default_out(cfg), force)
     trainer, loaders, _ = build(cfg, out, progress, log)
     write_config(out, cfg, trainer.speed.to_dict())
-    engine = " with the scratch engine (NumPy)" if cfg.engine == "scratch" else ""
+    engine = " with the NumPy engine (dlcamp.engine)" if cfg.engine == "numpy" else ""
     log(f"training {cfg.model}{engine} on {cfg.dataset} ({loaders.describe}) on "
         f"{trainer.device}; run directory {out}")
     log_speed(trainer, log)
