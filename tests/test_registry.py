@@ -95,7 +95,7 @@ def test_text_corpora():
 
 def test_scratch_engine_models():
     text = message(create_scratch_model, "mpl")
-    assert text == ("unknown scratch engine model 'mpl'; did you mean 'mlp'? "
+    assert text == ("unknown NumPy engine model 'mpl'; did you mean 'mlp'? "
                     "Choose from: lenet, lenet-modern, mlp, softmax. "
                     "Use --engine torch for the other models.")
     assert isinstance(SCRATCH_MODELS, Registry)

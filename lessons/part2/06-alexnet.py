@@ -36,12 +36,12 @@ import torch
 from dlcamp.core.utils import is_quick
 from dlcamp.course.compare import (
     count_flops,
+    describe_model,
     input_shape_of,
     lesson_run,
-    shape_table,
 )
 from dlcamp.models import alexnet as alexnet_family
-from dlcamp.models import book_config, count_parameters, create_model, model_recipe
+from dlcamp.models import book_config, model_recipe
 
 QUICK = is_quick()  # 快速模式：6000 张训练图片、批量 64，只训练 QUICK_STEPS 步
 torch.manual_seed(0)
@@ -71,12 +71,8 @@ print(inspect.getsource(alexnet_family.alexnet))
 # %%
 BOOK = book_config("alexnet")
 BOOK_SIZE = BOOK["image_size"]
-book_net = create_model("alexnet", image_size=BOOK_SIZE, **BOOK["model_kwargs"])
 print(BOOK["section"], BOOK["model_kwargs"])
-print(shape_table(book_net, (1, BOOK_SIZE, BOOK_SIZE)))
-book_params = count_parameters(book_net)
-book_flops = count_flops(book_net, (1, BOOK_SIZE, BOOK_SIZE))
-print(f"{book_params:,} parameters, {book_flops / 1e9:.2f} GFLOPs per image")
+book_net, book_params, book_flops = describe_model("alexnet", BOOK_SIZE, **BOOK["model_kwargs"])
 
 # %% [markdown]
 # 4600 多万个参数，绝大部分在两个 4096 单元的全连接层里（第一个就有 $6400 \times 4096 \approx 2600$ 万）；
@@ -95,12 +91,9 @@ assert book_params > 40_000_000 and first_dense / book_params > 0.5
 
 # %%
 RECIPE = model_recipe("alexnet")
-cpu_net = create_model("alexnet", **RECIPE["model_kwargs"])
 print(RECIPE["model_kwargs"])
-print(shape_table(cpu_net, (1, 28, 28)))
-cpu_params, cpu_flops = count_parameters(cpu_net), count_flops(cpu_net, (1, 28, 28))
-print(f"{cpu_params:,} parameters, {cpu_flops / 1e6:.1f} MFLOPs per image: "
-      f"{book_params / cpu_params:.0f}x fewer parameters, {book_flops / cpu_flops:.0f}x fewer FLOPs")
+cpu_net, cpu_params, cpu_flops = describe_model("alexnet", **RECIPE["model_kwargs"])
+print(f"{book_params / cpu_params:.0f}x fewer parameters, {book_flops / cpu_flops:.0f}x fewer FLOPs")
 assert [type(m) for m in cpu_net] == [type(m) for m in book_net]  # same layers, other sizes
 assert book_flops > 20 * cpu_flops
 

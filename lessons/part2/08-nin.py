@@ -38,10 +38,9 @@ from torch import nn
 from dlcamp.core.utils import is_quick
 from dlcamp.course.compare import (
     QUICK_STEPS,
-    count_flops,
+    describe_model,
     layer_shapes,
     lesson_run,
-    shape_table,
 )
 from dlcamp.models import book_config, count_parameters, create_model, model_recipe
 from dlcamp.models import nin as nin_family
@@ -90,12 +89,8 @@ print(inspect.getsource(nin_family.nin))
 # %%
 BOOK = book_config("nin")
 BOOK_SIZE = BOOK["image_size"]
-book_net = create_model("nin", image_size=BOOK_SIZE, **BOOK["model_kwargs"])
 print(BOOK["section"], BOOK["model_kwargs"])
-print(shape_table(book_net, (1, BOOK_SIZE, BOOK_SIZE)))
-book_params = count_parameters(book_net)
-book_flops = count_flops(book_net, (1, BOOK_SIZE, BOOK_SIZE))
-print(f"{book_params:,} parameters, {book_flops / 1e9:.2f} GFLOPs per image")
+book_net, book_params, book_flops = describe_model("nin", BOOK_SIZE, **BOOK["model_kwargs"])
 
 # %% [markdown]
 # 和书中的 AlexNet 比：计算量相近，参数却少了二十多倍——省掉的正是全连接层。
@@ -130,11 +125,8 @@ assert torch.allclose(scores, features.mean(dim=(2, 3)))
 
 # %%
 RECIPE = model_recipe("nin")
-cpu_net = create_model("nin", **RECIPE["model_kwargs"])
 print(RECIPE["model_kwargs"])
-print(shape_table(cpu_net, (1, 28, 28)))
-cpu_params, cpu_flops = count_parameters(cpu_net), count_flops(cpu_net, (1, 28, 28))
-print(f"{cpu_params:,} parameters, {cpu_flops / 1e6:.1f} MFLOPs per image")
+cpu_net, cpu_params, cpu_flops = describe_model("nin", **RECIPE["model_kwargs"])
 assert layer_shapes(cpu_net, (1, 28, 28))[-1]["shape"] == (1, 10)
 
 # %% [markdown] slideshow={"slide_type": "slide"}

@@ -32,12 +32,11 @@ import torch
 
 from dlcamp.core.utils import is_quick
 from dlcamp.course.compare import (
-    count_flops,
+    describe_model,
     layer_shapes,
     lesson_run,
-    shape_table,
 )
-from dlcamp.models import book_config, count_parameters, create_model, model_recipe
+from dlcamp.models import book_config, model_recipe
 from dlcamp.models import googlenet as googlenet_family
 
 QUICK = is_quick()  # 快速模式：6000 张训练图片、批量 64，只训练 QUICK_STEPS 步
@@ -106,12 +105,8 @@ assert sum(len(stage) for stage in googlenet_family.STAGES) == 9
 # %%
 BOOK = book_config("googlenet")
 BOOK_SIZE = BOOK["image_size"]
-book_net = create_model("googlenet", image_size=BOOK_SIZE, **BOOK["model_kwargs"])
 print(BOOK["section"], BOOK["model_kwargs"])
-print(shape_table(book_net, (1, BOOK_SIZE, BOOK_SIZE)))
-book_params = count_parameters(book_net)
-book_flops = count_flops(book_net, (1, BOOK_SIZE, BOOK_SIZE))
-print(f"{book_params:,} parameters, {book_flops / 1e9:.2f} GFLOPs per image")
+book_net, book_params, book_flops = describe_model("googlenet", BOOK_SIZE, **BOOK["model_kwargs"])
 assert layer_shapes(book_net, (1, BOOK_SIZE, BOOK_SIZE))[4]["shape"] == (1, 1024, 3, 3)
 
 # %% [markdown] slideshow={"slide_type": "slide"}
@@ -121,12 +116,9 @@ assert layer_shapes(book_net, (1, BOOK_SIZE, BOOK_SIZE))[4]["shape"] == (1, 1024
 
 # %%
 RECIPE = model_recipe("googlenet")
-cpu_net = create_model("googlenet", **RECIPE["model_kwargs"])
 print(RECIPE["model_kwargs"])
-print(shape_table(cpu_net, (1, 28, 28)))
-cpu_params, cpu_flops = count_parameters(cpu_net), count_flops(cpu_net, (1, 28, 28))
-print(f"{cpu_params:,} parameters, {cpu_flops / 1e6:.1f} MFLOPs per image "
-      f"({book_flops / cpu_flops:.0f}x fewer FLOPs than the book's)")
+cpu_net, cpu_params, cpu_flops = describe_model("googlenet", **RECIPE["model_kwargs"])
+print(f"{book_flops / cpu_flops:.0f}x fewer FLOPs than the book's")
 assert layer_shapes(cpu_net, (1, 28, 28))[-1]["shape"] == (1, 10)
 
 # %% [markdown] slideshow={"slide_type": "slide"}

@@ -36,10 +36,9 @@ import torch
 
 from dlcamp.core.utils import is_quick
 from dlcamp.course.compare import (
-    count_flops,
+    describe_model,
     layer_shapes,
     lesson_run,
-    shape_table,
 )
 from dlcamp.models import book_config, count_parameters, create_model, model_recipe
 from dlcamp.models import densenet as densenet_family
@@ -99,12 +98,8 @@ print(inspect.getsource(densenet_family.densenet))
 # %%
 BOOK = book_config("densenet")
 BOOK_SIZE = BOOK["image_size"]
-book_net = create_model("densenet", image_size=BOOK_SIZE, **BOOK["model_kwargs"])
 print(BOOK["section"], BOOK["model_kwargs"])
-print(shape_table(book_net, (1, BOOK_SIZE, BOOK_SIZE)))
-book_params = count_parameters(book_net)
-book_flops = count_flops(book_net, (1, BOOK_SIZE, BOOK_SIZE))
-print(f"{book_params:,} parameters, {book_flops / 1e9:.2f} GFLOPs per image")
+book_net, book_params, book_flops = describe_model("densenet", BOOK_SIZE, **BOOK["model_kwargs"])
 channels = [row["shape"][1] for row in layer_shapes(book_net, (1, BOOK_SIZE, BOOK_SIZE))[1:8]]
 assert channels == [192, 96, 224, 112, 240, 120, 248]
 
@@ -125,12 +120,9 @@ assert book_params < count_parameters(resnet) / 5
 
 # %%
 RECIPE = model_recipe("densenet")
-cpu_net = create_model("densenet", **RECIPE["model_kwargs"])
 print(RECIPE["model_kwargs"])
-print(shape_table(cpu_net, (1, 28, 28)))
-cpu_params, cpu_flops = count_parameters(cpu_net), count_flops(cpu_net, (1, 28, 28))
-print(f"{cpu_params:,} parameters, {cpu_flops / 1e6:.1f} MFLOPs per image "
-      f"({book_flops / cpu_flops:.0f}x fewer FLOPs than the book's)")
+cpu_net, cpu_params, cpu_flops = describe_model("densenet", **RECIPE["model_kwargs"])
+print(f"{book_flops / cpu_flops:.0f}x fewer FLOPs than the book's")
 assert layer_shapes(cpu_net, (1, 28, 28))[-1]["shape"] == (1, 10)
 
 # %% [markdown] slideshow={"slide_type": "slide"}

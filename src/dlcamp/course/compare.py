@@ -27,7 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from dlcamp.core.errors import UnknownName
 from dlcamp.data.loader import Loaders
-from dlcamp.models import book_config, count_parameters
+from dlcamp.models import book_config, count_parameters, create_model
 from dlcamp.train.plot import PlotCurves
 from dlcamp.train.run import RunConfig, build, make_config
 from dlcamp.train.trainer import Trainer
@@ -96,6 +96,23 @@ def count_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
     finally:
         model.train(was_training)
     return int(counter.get_total_flops())
+
+
+def describe_model(name: str, image_size: int = 28, **kwargs: Any) -> tuple[nn.Module, int, int]:
+    """Build the registered model `name` for 1 x image_size x image_size inputs (plus its
+    `kwargs`), print its `shape_table` and its parameters and forward FLOPs per image, and
+    return (model, parameters, FLOPs per image). The lessons of Part 2 show each model this
+    way at the book's input size and at the laptop's 28 x 28.
+    """
+    if image_size != 28:
+        kwargs["image_size"] = image_size
+    model = create_model(name, **kwargs)
+    shape = (1, image_size, image_size)
+    params, flops = count_parameters(model), count_flops(model, shape)
+    print(shape_table(model, shape))
+    amount = f"{flops / 1e9:.2f} GFLOPs" if flops >= 1e9 else f"{flops / 1e6:.1f} MFLOPs"
+    print(f"{params:,} parameters, {amount} per image")
+    return model, params, flops
 
 
 def training_flops(model: nn.Module, input_shape: Sequence[int],
