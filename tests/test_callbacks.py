@@ -138,6 +138,14 @@ def test_metrics_are_named_after_the_evaluated_split():
         trainer.fit(BATCHES, BATCHES, eval_split="train")
 
 
+def test_early_stopping_on_a_metric_the_run_does_not_record_says_which_it_does():
+    """The old name (`val_acc`) on a run that evaluates the test split is an error, not a
+    stopper that silently never stops."""
+    trainer = tiny_trainer(EarlyStopping(monitor="val_acc", patience=1), epochs=2)
+    with pytest.raises(BadArgument, match="'val_acc'.*did you mean 'test_acc'.*test_loss"):
+        trainer.fit(BATCHES, BATCHES, "test")
+
+
 def test_text_runs_keep_val_and_image_runs_say_test(tmp_path):
     from dlcamp.train.run import build
 

@@ -188,8 +188,14 @@ class EarlyStopping(Callback):
 
     def on_epoch_end(self, trainer, record: dict[str, float]) -> None:
         value = record.get(self.monitor)
-        if value is None:
-            return
+        if value is None:  # e.g. "val_acc" while the run records "test_acc": say so, once
+            numbers = [k for k, v in record.items() if isinstance(v, float) and k != "lr"]
+            same = f"{trainer.eval_split}_{str(self.monitor).partition('_')[2]}"
+            close = [same] if same in numbers else difflib.get_close_matches(
+                str(self.monitor), numbers, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise BadArgument(f"EarlyStopping monitors {self.monitor!r}, which this run does "
+                              f"not record; {hint}it records {', '.join(numbers)}")
         sign = 1.0 if self.mode == "max" else -1.0
         if self.best is None or sign * (value - self.best) > self.min_delta:
             self.best, self.bad_epochs = float(value), 0
