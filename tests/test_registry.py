@@ -101,3 +101,17 @@ def test_scratch_engine_models():
     assert isinstance(SCRATCH_MODELS, Registry)
     assert list_scratch_models() == ["lenet", "lenet-modern", "mlp", "softmax"]
     assert set(list_scratch_models()) <= set(list_models())  # each has a PyTorch twin
+
+
+def test_the_other_name_lookups_use_the_same_wording():
+    """Book configurations, lessons and token kinds: not registries, the same message."""
+    from dlcamp.course.lessons import find_lesson
+    from dlcamp.models import book_config
+    from dlcamp.text.vocab import tokenize
+
+    assert message(book_config, "alexnt").startswith(
+        "unknown book configuration 'alexnt'; did you mean 'alexnet'")
+    assert message(find_lesson, "tensrs").startswith("unknown lesson 'tensrs'; did you mean "
+                                                      "'tensors'?")
+    assert message(lambda kind: tokenize("x", kind), "chr") == (
+        "unknown token kind 'chr'; did you mean 'char'? Choose from: char, word")

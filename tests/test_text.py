@@ -197,7 +197,7 @@ def test_tokenize():
     assert tokenize(["床前 明月"]) == [["床", "前", " ", "明", "月"]]
     assert tokenize("The cat\nthe  dog\n", "word") == [["The", "cat"], ["the", "dog"]]
     assert tokenize("The cat", "word", lower=True) == [["the", "cat"]]
-    with pytest.raises(BadArgument, match="char, word"):
+    with pytest.raises(UnknownName, match="char, word"):
         tokenize("x", "bpe")
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from dlcamp.core.errors import BadArgument, UnknownName
 from dlcamp.core.io import atomic_write_bytes
+from dlcamp.core.registry import unknown_name
 
 LESSON_FILE = re.compile(r"^(\d\d)-([a-z0-9-]+)\.py$")
 PART_DIR = re.compile(r"^part(\d+)$")
@@ -89,8 +90,8 @@ def find_lesson(key: str, root: Path | None = None) -> Lesson:
             return lesson
         if key in (lesson.slug, lesson.path.name, lesson.path.stem):
             return lesson
-    raise UnknownName(f"no lesson {key!r}; `dlcamp lessons list` shows them "
-                      f"({', '.join(lesson.id for lesson in lessons)})")
+    raise unknown_name("lesson", key, [lesson.slug for lesson in lessons],
+                       "Ids (1.01) and file names work too; `dlcamp lessons list` shows them.")
 
 
 def run_lesson(lesson: Lesson, quick: bool = True, timeout: float | None = None

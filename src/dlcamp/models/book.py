@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from dlcamp.core.config import Recipe
-from dlcamp.core.errors import UnknownName
+from dlcamp.core.registry import unknown_name
 
 # model -> (book section in d2l-en, model kwargs, resize, lr, batch size, book test accuracy)
 _BOOK: dict[str, tuple[str, dict[str, Any], int, float, int, float]] = {
@@ -54,8 +54,8 @@ def book_config(name: str) -> dict[str, Any]:
     is the book's run.
     """
     if name not in _BOOK:
-        raise UnknownName(f"the book trains no model called {name!r} on Fashion-MNIST; "
-                          f"book configurations exist for: {', '.join(_BOOK)}")
+        raise unknown_name("book configuration", name, _BOOK,
+                           "The book trains these models on Fashion-MNIST.")
     section, kwargs, size, lr, batch_size, acc = _BOOK[name]
     recipe = Recipe(model_kwargs=dict(kwargs), resize=size if size != 28 else 0, epochs=10,
                     lr=lr, batch_size=batch_size, optimizer="sgd", momentum=0.0,

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 import torch
 
 from dlcamp.core.errors import BadArgument
+from dlcamp.core.registry import unknown_name
 
 TOKEN_KINDS = ("char", "word")
 UNK = "<unk>"
@@ -22,7 +23,7 @@ UNK = "<unk>"
 
 def _check_kind(token: str) -> None:
     if token not in TOKEN_KINDS:
-        raise BadArgument(f"unknown token kind {token!r}; choose from: {', '.join(TOKEN_KINDS)}")
+        raise unknown_name("token kind", token, TOKEN_KINDS)
 
 
 def tokenize(lines: list[str] | str, token: str = "char", lower: bool = False) -> list[list[str]]:
