@@ -1,4 +1,4 @@
-"""The scratch engine beside PyTorch: training speed per epoch and the accuracy it reaches.
+"""The NumPy engine (dlcamp.engine) beside PyTorch: speed per epoch and the accuracy it reaches.
 
     python bench/scratch.py              # speed + accuracy; writes docs/benchmarks.md (~12 min)
     python bench/scratch.py --quick      # a smoke run on a few batches; docs/ untouched
@@ -45,7 +45,7 @@ def trainer_for(model: str, engine: str, epochs: int, **extra: Any):
 
 def speed(model: str, repeats: int, batches: int | None) -> dict[str, Any]:
     """Median seconds per epoch of each engine, epochs interleaved; same weights at the start."""
-    trainers = {e: trainer_for(model, e, epochs=0, schedule="constant")
+    trainers = {e: trainer_for(model, e, epochs=1, schedule="constant")
                 for e in ("numpy", "torch")}
     import torch
 
@@ -53,6 +53,8 @@ def speed(model: str, repeats: int, batches: int | None) -> dict[str, Any]:
              .state_dict().items()}
     trainers["torch"][0].model.load_state_dict(start)
     seconds: dict[str, list[float]] = {"numpy": [], "torch": []}
+    for trainer, _ in trainers.values():
+        trainer.config.epochs = 0  # each pass below trains one more epoch
     for _ in range(repeats + 1):  # the first epoch of each is a warm-up and not counted
         for engine, (trainer, loaders) in trainers.items():
             trainer.config.epochs += 1
@@ -90,8 +92,8 @@ def main() -> None:
     speed_md = markdown_table(speed_rows, [
         ("network", "model", ""), ("examples / epoch", "examples", ","),
         ("NumPy engine s / epoch", "numpy_s", ".2f"), ("PyTorch s / epoch", "torch_s", ".2f"),
-        ("scratch ex/s", "scratch_ex_s", ",.0f"), ("PyTorch ex/s", "torch_ex_s", ",.0f"),
-        ("scratch / PyTorch time", "ratio", ".2f")])
+        ("NumPy engine ex/s", "numpy_ex_s", ",.0f"), ("PyTorch ex/s", "torch_ex_s", ",.0f"),
+        ("NumPy engine / PyTorch time", "ratio", ".2f")])
     acc_rows: list[dict[str, Any]] = []
     if not args.no_accuracy:
         for model, epochs in (("mlp", args.mlp_epochs), ("lenet-modern", args.cnn_epochs)):

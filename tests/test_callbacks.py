@@ -54,6 +54,8 @@ def test_a_misspelt_hook_is_refused_with_a_suggestion():
         trainer.add_callback(NotACallbackSubclass())
     assert trainer.callbacks == []
     assert set(HOOKS) == {n for n in vars(Callback) if n.startswith("on_")}  # defined once
+    with pytest.raises(BadArgument, match="the class EpochLog; pass EpochLog"):
+        tiny_trainer(EpochLog)  # the class, not an instance
 
 
 def test_known_hooks_run_in_order_with_checkpoint_last(tmp_path):

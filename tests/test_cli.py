@@ -111,6 +111,25 @@ def test_existing_run_is_not_overwritten(tmp_path):
     assert (out / "checkpoint.pt").read_bytes() == before
 
 
+def test_a_refused_run_leaves_no_folder_and_suggests_the_name(tmp_path, capsys):
+    """A typo in --dataset is caught before anything is written, corpora included."""
+    out = tmp_path / "run"
+    assert main(["train", "--model", "lstm", "--dataset", "tang30", "--quick", "--out",
+                 str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: unknown dataset or text corpus 'tang30'; did you mean "
+                          "'tang300'?") and "fashion-mnist" in err
+    assert main(["train", "--model", "lstm", "--quick", "--out", str(out)]) == 2
+    assert "is a language model" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_resume_says_which_flags_it_ignores(tmp_path, capsys):
+    code = main(["train", "--resume", str(tmp_path / "none"), "--lr", "0.5", "--model", "vgg"])
+    err = capsys.readouterr().err.splitlines()
+    assert code == 2 and "ignored: --lr --model" in err[0] and err[1].startswith("error:")
+
+
 def test_killed_run_resumes(tmp_path):
     """Kill a real training process after its first checkpoint, then --resume it."""
     out = tmp_path / "run"

@@ -24,6 +24,14 @@ def _train(args: argparse.Namespace) -> int:
     from dlcamp.train.run import make_config, resume_run, train_run
 
     if args.resume:
+        ignored = [f"--{k.replace('_', '-')}" for k in overrides(args) if k != "epochs"]
+        ignored += [flag for flag, value, default in (
+            ("--model", args.model, "cnn"), ("--dataset", args.dataset, "fashion-mnist"),
+            ("--engine", args.engine, "torch"), ("--out", args.out, None),
+            ("--force", args.force, False), ("--quick", args.quick, False)) if value != default]
+        if ignored:  # a resumed run keeps its own settings; only --epochs extends it
+            print(f"note: --resume continues {args.resume} with the settings in its "
+                  f"config.json; ignored: {' '.join(ignored)}", file=sys.stderr)
         trainer, out = resume_run(args.resume, epochs=args.epochs, progress=not args.no_progress)
     else:
         engine = args.engine
@@ -112,6 +120,10 @@ def _data(args: argparse.Namespace) -> int:
 
     if args.name in list_corpora():
         return _corpus_info(args.name)
+    if args.name and args.name not in DATASETS:  # one message for both tables
+        from dlcamp.core.registry import unknown_name
+
+        raise unknown_name("dataset or text corpus", args.name, [*DATASETS, *list_corpora()])
     names = [args.name] if args.name else list(DATASETS)
     for name in names:
         spec = get_spec(name)

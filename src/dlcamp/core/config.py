@@ -16,8 +16,8 @@ A `Recipe` is a model's preferred settings: overrides of these fields, checked a
 when the recipe is made, so a misspelt key or an impossible value in a model's recipe raises
 when dlcamp.models is imported, not when somebody trains that model.
 
-Why here, at the bottom layer (core)? Recipes belong to the models (layer 2), which must not
-import the training code (layer 3); the flags belong to the command line (layer 5). Both
+Why here, at the bottom layer (core)? Recipes belong to the models (layer 3), which must not
+import the training code (layer 4); the flags belong to the command line (layer 6). Both
 read the same field declarations, so these have to sit below both. They are plain data
 (no torch), so nothing is lost by keeping them here; dlcamp.train re-exports both classes.
 """

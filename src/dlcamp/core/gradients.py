@@ -1,4 +1,4 @@
-"""Gradient clipping by the global norm: one function for PyTorch and for the scratch engine.
+"""Gradient clipping by the global norm: one function for PyTorch and for the NumPy engine.
 
 Long products of Jacobians (an RNN unrolled over many steps) can make one gradient huge, and
 one huge step throws the weights far away. Clipping treats all gradients as one long vector
@@ -7,7 +7,7 @@ g and shrinks it when it is longer than a threshold theta, keeping its direction
     g <- min(1, theta / (||g|| + 1e-6)) * g
 
 This is `torch.nn.utils.clip_grad_norm_` (same formula, same 1e-6 guard, same return value:
-the norm before clipping). The Trainer, the scratch engine's trainer and the lessons all call
+the norm before clipping). The Trainer, the NumPy engine's trainer and the lessons all call
 `clip_grad_norm` below; tests/test_gradients.py checks it against PyTorch's.
 """
 
@@ -38,10 +38,10 @@ def clip_grad_norm(params: Iterable[Any] | Any, max_norm: float) -> torch.Tensor
     """Scale all gradients together so that their global L2 norm is at most `max_norm`.
 
     `params`: a module, a list of parameters, or one parameter, either PyTorch tensors
-    (gradients scaled in place) or the scratch engine's (NumPy gradients, replaced). Returns
+    (gradients scaled in place) or the NumPy engine's (NumPy gradients, replaced). Returns
     the global norm before clipping: for PyTorch a 0-d tensor on the gradients' device (as
     torch's clip_grad_norm_ returns; reading it is up to the caller, so the training loop
-    does not wait for the GPU), for the scratch engine a float. `max_norm=math.inf` clips
+    does not wait for the GPU), for the NumPy engine a float. `max_norm=math.inf` clips
     nothing and just measures the norm.
     """
     if not max_norm > 0:

@@ -1,4 +1,4 @@
-"""Named things (models, datasets, text corpora, scratch networks) and one way to say "unknown".
+"""Named things (models, datasets, corpora, NumPy-engine networks) and one way to say "unknown".
 
 Every registry in dlcamp is a `Registry`, so a mistyped name reads the same everywhere:
 

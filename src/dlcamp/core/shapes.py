@@ -1,4 +1,4 @@
-"""Shape arithmetic shared by the course, the scratch engine and the model zoo.
+"""Shape arithmetic shared by the course, the NumPy engine and the model zoo.
 
 One formula gives the length of a convolution's or a pooling's output along one axis. A
 window of k elements, dilated by d (d - 1 gaps between its elements, so it spans

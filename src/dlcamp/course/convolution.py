@@ -6,7 +6,7 @@ cross-correlation of one channel, then several input channels, several output ch
 follows the definition with plain Python loops over the output positions: they are meant to
 be read, and are tested against PyTorch's fast versions (tests/test_convolution.py).
 Models use `nn.Conv2d` and `nn.MaxPool2d`. The output sizes come from the one formula in
-dlcamp.core.shapes (`conv_output_size`), which the models and the scratch engine use too.
+dlcamp.core.shapes (`conv_output_size`), which the models and the NumPy engine use too.
 
     X = torch.arange(9.0).reshape(3, 3)
     K = torch.tensor([[0.0, 1.0], [2.0, 3.0]])

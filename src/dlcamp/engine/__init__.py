@@ -1,7 +1,7 @@
 """dlcamp.engine: a small deep-learning engine on NumPy, to read in one sitting.
 
-    from dlcamp import engine as scratch
-    x = scratch.Tensor(np.random.randn(4, 3), requires_grad=True)
+    from dlcamp import engine
+    x = engine.Tensor(np.random.randn(4, 3), requires_grad=True)
     loss = (x * x).sum()
     loss.backward()                     # x.grad == 2 * x
 

@@ -1,4 +1,4 @@
-"""Convolution and pooling for the scratch engine, vectorised with im2col.
+"""Convolution and pooling for the NumPy engine, vectorised with im2col.
 
 A convolution slides a small kernel over the image. Done literally that is four nested Python
 loops. *im2col* turns it into one matrix product instead: copy every kH x kW window of the

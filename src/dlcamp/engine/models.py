@@ -32,7 +32,7 @@ def list_scratch_models() -> list[str]:
 
 
 def create_scratch_model(name: str, **kwargs: Any) -> nn.Module:
-    """A scratch network by its dlcamp model name; it remembers how it was built.
+    """A NumPy-engine network by its dlcamp model name; it remembers how it was built.
 
     Raises UnknownName for a name the engine does not build, BadArgument for arguments the
     network does not take.
@@ -41,7 +41,7 @@ def create_scratch_model(name: str, **kwargs: Any) -> nn.Module:
     try:
         model = build(**kwargs)
     except TypeError as e:
-        raise BadArgument(f"cannot build scratch model {name!r} with {kwargs}: {e}") from e
+        raise BadArgument(f"cannot build NumPy-engine model {name!r} with {kwargs}: {e}") from e
     # JSON round trip, as the registry does: tuples become lists, equal after config.json
     model.dlcamp_spec = {"name": name, "kwargs": json.loads(json.dumps(kwargs))}
     return model

@@ -1,4 +1,4 @@
-"""Layers for the scratch engine, shaped like torch.nn so that weights move between the two.
+"""Layers for the NumPy engine, shaped like torch.nn so that weights move between the two.
 
 A Module is an object whose attributes are parameters, buffers and other modules. Parameter
 names follow PyTorch's (`0.weight`, `3.bias`, `1.running_mean`), so `state_dict()` of a scratch
@@ -44,7 +44,7 @@ def set_rng_state(state: dict) -> None:
         rng = np.random.default_rng()
         rng.bit_generator.state = state
     except (TypeError, ValueError, KeyError) as e:
-        raise CheckpointError(f"not a state of the scratch engine's random generator: {e}") from e
+        raise CheckpointError(f"not a state of the NumPy engine's random generator: {e}") from e
     _rng = rng
 
 

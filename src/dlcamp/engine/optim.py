@@ -1,4 +1,4 @@
-"""Optimisers for the scratch engine, with PyTorch's update rules (checked against torch.optim).
+"""Optimisers for the NumPy engine, with PyTorch's update rules (checked against torch.optim).
 
 Like torch.optim they keep their settings in `param_groups[0]` (so a schedule can change the
 learning rate) and their per-parameter memory in `state`.

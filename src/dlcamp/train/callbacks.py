@@ -50,7 +50,11 @@ class Callback:
 
 
 def check_callback(callback: object) -> None:
-    """Raise BadArgument if `callback` has a public `on_...` method that is not a hook."""
+    """Raise BadArgument if `callback` is a class (not an instance) or has a public `on_...`
+    method that is not a hook."""
+    if isinstance(callback, type):
+        raise BadArgument(f"a callback must be an object, got the class {callback.__name__}; "
+                          f"pass {callback.__name__}(...)")
     for name in dir(callback):
         if name.startswith("on_") and name not in HOOKS and callable(getattr(callback, name)):
             close = difflib.get_close_matches(name, HOOKS, n=1)

@@ -1,11 +1,10 @@
-"""Train scratch networks with dlcamp's Trainer: same loop, schedules, callbacks and run files.
+"""Train NumPy-engine networks with dlcamp's Trainer: same loop, schedules, callbacks and run files.
 
 `ScratchTrainer` replaces only what touches the engine: the set-up (device, speed plan,
 optimiser), the training and evaluation steps and the state's tensors. Everything else (the
 loop, epochs, time and step budgets, one-cycle schedule, metric sums, progress bar, CSV,
 curves, checkpoints, callback state) is the Trainer's. Checkpoints store the weights under
-PyTorch's names, so `dlcamp evaluate RUN` can rebuild a scratch-trained network in PyTorch and
-check it.
+PyTorch's names, so `dlcamp evaluate RUN` can rebuild such a network in PyTorch and check it.
 """
 
 from __future__ import annotations
@@ -35,7 +34,7 @@ def to_numpy(x: torch.Tensor) -> np.ndarray:
 
 
 class ScratchTrainer(Trainer):
-    """The Trainer with a scratch model and optimiser; data comes from the usual loaders.
+    """The Trainer with a NumPy-engine model and optimiser; data comes from the usual loaders.
 
     PyTorch runs on one thread (the speed plan's), so its idle OpenMP workers do not spin on
     the cores that NumPy's BLAS wants next: measured on 2 cores, one MLP epoch took 3.6 s with
@@ -44,10 +43,10 @@ class ScratchTrainer(Trainer):
 
     def plan(self, model: nn.Module) -> tuple[torch.device, SpeedPlan]:
         if self.config.device not in ("auto", "cpu"):
-            raise BadArgument(f"the scratch engine runs on NumPy, on the CPU; got --device "
+            raise BadArgument(f"the NumPy engine runs on NumPy, on the CPU; got --device "
                               f"{self.config.device}")
         return torch.device("cpu"), SpeedPlan(
-            Choice("fp32", "fp32", "the scratch engine computes in float32 NumPy"),
+            Choice("fp32", "fp32", "the NumPy engine computes in float32 NumPy"),
             Choice("off", False, "NumPy arrays in NCHW (im2col)"),
             Choice("1", 1, "PyTorch waits on one thread while NumPy's BLAS computes"))
 
@@ -57,7 +56,7 @@ class ScratchTrainer(Trainer):
 
     def build_task(self, task: Any) -> ClassificationMetrics:
         if task is not None and not isinstance(task, Classification):
-            raise BadArgument("the scratch engine trains classifiers only; leave out `task`")
+            raise BadArgument("the NumPy engine trains classifiers only; leave out `task`")
         return ClassificationMetrics()
 
     def build_optimizer(self) -> Any:

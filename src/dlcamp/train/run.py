@@ -20,13 +20,15 @@ from dlcamp.core.config import (
     RunConfig,
     TrainConfig,
     check_name,
+    check_setting,
     engine_name,
     split_settings,
 )
 from dlcamp.core.errors import BadArgument, CheckpointError, RunDirExists
 from dlcamp.core.io import atomic_write_bytes
+from dlcamp.core.registry import unknown_name
 from dlcamp.core.utils import pick_device, seed_everything, versions
-from dlcamp.data.datasets import get_spec
+from dlcamp.data.datasets import get_spec, list_datasets
 from dlcamp.data.loader import Augment, Loaders, flip_and_shift, make_loaders
 from dlcamp.engine import nn as engine_nn
 from dlcamp.engine.models import create_scratch_model
@@ -63,8 +65,9 @@ def make_config(model: str = "cnn", dataset: str = "fashion-mnist", quick: bool 
                       FutureWarning, stacklevel=2)
     engine = engine_name(engine)
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    for key in overrides:
+    for key, value in overrides.items():
         check_name(key, "make_config setting")
+        check_setting(key, value)  # the range and choices that the CLI's flag checks
     settings = {**model_recipe(model), **overrides}
     if engine == "numpy":
         pytorch_only = {"precision": ("auto", "fp32"), "channels_last": ("auto", "off"),
@@ -96,8 +99,9 @@ def default_out(cfg: RunConfig, root: Path | str = "runs") -> Path:
     return Path(root) / f"{cfg.model}-{cfg.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def prepare_run_dir(out: Path, force: bool = False) -> Path:
-    """Create `out`; refuse to reuse a non-empty directory unless `force` (then clear our files)."""
+def prepare_run_dir(out: Path, force: bool = False, create: bool = True) -> Path:
+    """Create `out`; refuse to reuse a non-empty directory unless `force` (then clear our files).
+    `create=False` only checks (RunDirExists), changing nothing on disk."""
     if out.exists() and not out.is_dir():
         raise RunDirExists(f"{out} exists and is not a directory.")
     if out.is_dir() and any(out.iterdir()):
@@ -105,6 +109,9 @@ def prepare_run_dir(out: Path, force: bool = False) -> Path:
             raise RunDirExists(
                 f"{out} already holds files; refusing to overwrite them. Use --resume {out} to "
                 "continue that run, --force to start over in it, or choose another --out.")
+    if not create:
+        return out
+    if out.is_dir() and force:
         for name in RUN_FILES:
             (out / name).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -122,9 +129,14 @@ def _model_kwargs(cfg: RunConfig, shape: tuple[int, ...], n_classes: int) -> dic
 
 
 def data_kind(dataset: str) -> str:
-    """"text" for a text corpus (dlcamp.text.corpora), else "image": the one place a run
-    decides which data, model arguments and checks it needs."""
-    return "text" if dataset in list_corpora() else "image"
+    """"text" for a text corpus (dlcamp.text.corpora), "image" for an image dataset
+    (dlcamp.data.datasets): the one place a run decides which data, model arguments and
+    checks it needs. Any other name is UnknownName, suggesting from both tables."""
+    if dataset in list_corpora():
+        return "text"
+    if dataset in list_datasets():
+        return "image"
+    raise unknown_name("dataset or text corpus", dataset, [*list_datasets(), *list_corpora()])
 
 
 def text_corpora() -> list[str]:
@@ -248,8 +260,9 @@ def log_speed(trainer: Trainer, log: Callable[[str], Any]) -> None:
 def train_run(cfg: RunConfig, out: Path | None = None, force: bool = False,
               progress: bool = True, log: Callable[[str], Any] = print) -> tuple[Trainer, Path]:
     """Train a new run into `out` (default runs/<model>-<dataset>-<time>)."""
-    out = prepare_run_dir(Path(out) if out else default_out(cfg), force)
-    trainer, loaders, _ = build(cfg, out, progress, log)
+    out = prepare_run_dir(Path(out) if out else default_out(cfg), force, create=False)
+    trainer, loaders, _ = build(cfg, out, progress, log)  # bad settings raise before any file
+    prepare_run_dir(out, force)
     write_config(out, cfg, trainer.speed.to_dict())
     engine = " with the NumPy engine (dlcamp.engine)" if cfg.engine == "numpy" else ""
     log(f"training {cfg.model}{engine} on {cfg.dataset} ({loaders.describe}) on "

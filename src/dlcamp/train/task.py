@@ -21,7 +21,7 @@ Batch = tuple[torch.Tensor, ...]
 
 def add_sums(sums: dict[str, Any], batch_sums: dict[str, Any]) -> None:
     """Add one batch's sums into `sums`, in place. Tensors stay on their device (no sync per
-    batch); plain numbers (the scratch engine's) add up as numbers."""
+    batch); plain numbers (the NumPy engine's) add up as numbers."""
     for k, v in batch_sums.items():
         if k in sums:
             sums[k] = sums[k] + v
