@@ -168,9 +168,11 @@ def _corpus_info(name: str) -> int:
 def _models(args: argparse.Namespace) -> int:
     from dlcamp.models import count_parameters, create_model, list_models, model_summary
 
-    for name in list_models():
+    names = list_models()
+    width = max(map(len, names))
+    for name in names:
         params = count_parameters(create_model(name))
-        print(f"{name:<14} {params:>10,} params  {model_summary(name)}")
+        print(f"{name:<{width}} {params:>10,} params  {model_summary(name)}")
     return 0
 
 
@@ -211,7 +213,7 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="dlcamp", description="A deep-learning bootcamp that runs.")
+    p = OneLineParser(prog="dlcamp", description="dlcamp: a hands-on deep-learning course that runs offline on a laptop.")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model; writes runs/<name>/")
