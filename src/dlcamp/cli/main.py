@@ -213,7 +213,8 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="dlcamp", description="dlcamp: a hands-on deep-learning course that runs offline on a laptop.")
+    p = OneLineParser(prog="dlcamp", description="A hands-on deep-learning course that runs "
+                      "offline on a laptop CPU.")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model; writes runs/<name>/")
