@@ -98,9 +98,9 @@ def test_callback_state_is_plain_and_loads_with_weights_only(tmp_path):
 def test_early_stopping_resumes_where_it_stopped(tmp_path):
     """Interrupted after epoch 2 (one bad epoch counted) and resumed: early stopping ends the
     run after epoch 3, as in the run that was not interrupted; without its state the resumed
-    run would count afresh and stop after epoch 5. A learning rate of 0 makes every epoch
-    after the first a bad one, on any machine."""
-    cfg = make_config("softmax", "digits", quick=True, epochs=8, lr=0.0, patience=2)
+    run would count afresh and stop after epoch 5. A learning rate of 1e-30 (0 is refused)
+    changes no float32 weight, so every epoch after the first is a bad one, on any machine."""
+    cfg = make_config("softmax", "digits", quick=True, epochs=8, lr=1e-30, patience=2)
     straight, _ = train_run(cfg, tmp_path / "straight", **QUIET)
     interrupted_run(cfg, tmp_path / "cut", after=2)
     assert load_checkpoint(tmp_path / "cut")["trainer"]["callbacks"]["EarlyStopping.0"][
