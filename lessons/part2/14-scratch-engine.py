@@ -32,7 +32,9 @@
 # | `conv.py` | 用 im2col 实现的卷积和汇聚 |
 # | `nn.py` | 和 `torch.nn` 同名同形的层，以及 `mlp`、`lenet_modern` 等网络 |
 # | `optim.py` | SGD 和 Adam |
-# | `train.py` | `ScratchTrainer`：把引擎接到课程的训练循环上 |
+# | `models.py` | 按名字构建这些网络（`create_scratch_model`） |
+#
+# 训练循环不在引擎里：`dlcamp/train/engine.py` 的 `ScratchTrainer` 把引擎接到课程的训练循环（`Trainer`）上。
 #
 # 我们按搭积木的顺序读它：计算图 → 反向传播 → 一个层 → 训练，每一步都和 PyTorch 对一次答案，
 # 最后比一比两者的速度。
