@@ -54,7 +54,7 @@ def clip_grad_norm(params: Iterable[Any] | Any, max_norm: float) -> torch.Tensor
         return _clip_torch([p.grad.detach() for p in params], max_norm)
     if kinds == {False}:
         return _clip_numpy(params, max_norm)
-    raise BadArgument("clip_grad_norm got PyTorch and scratch-engine gradients together; clip "
+    raise BadArgument("clip_grad_norm got PyTorch and NumPy-engine gradients together; clip "
                       "each model on its own")
 
 
