@@ -81,5 +81,5 @@ def test_no_gradients_and_bad_input():
     scratch = create_scratch_model("softmax", image_size=2)
     for p in scratch.parameters():
         p.grad = np.ones(p.shape, dtype=np.float32)
-    with pytest.raises(BadArgument, match="PyTorch and scratch-engine gradients together"):
+    with pytest.raises(BadArgument, match="PyTorch and NumPy-engine gradients together"):
         clip_grad_norm([*net.parameters(), *scratch.parameters()], 1.0)
