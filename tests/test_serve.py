@@ -104,7 +104,7 @@ def test_api_equals_evaluate_on_test_images(client, run_dir, test_images):
 def _phone_photo(pixels: np.ndarray, paper: int = 255) -> bytes:
     """The garment as a phone would see it: dark on light paper, 960 px, RGB, JPEG, stored
     rotated, with an EXIF orientation tag that says how to turn it upright. It fills the frame
-    as Fashion-MNIST's garments do (preprocessing does not crop; lesson 4.01 measures that)."""
+    as Fashion-MNIST's garments do (preprocessing does not crop; lesson 10.01 measures that)."""
     ink = (255 - pixels.astype(np.float32)) * (paper / 255.0)  # paper colour where it was 0
     upright = Image.fromarray(ink.astype(np.uint8)).resize((960, 960),
                                                            Image.Resampling.BICUBIC)

@@ -731,6 +731,6 @@ else:
     assert test_acc > 0.9, test_acc
 workdir.cleanup()
 assert not root.exists()
-print(f"lesson 4.01 done: API = model on {n_check}/{n_check} test images, phone photo -> "
+print(f"lesson 10.01 done: API = model on {n_check}/{n_check} test images, phone photo -> "
       f"{photo_answer['label']}, ONNX max |diff| {max(onnx_errors.values()):.1e}, "
       f"{len(bad_answers)} bad inputs answered 4xx")
