@@ -3,6 +3,7 @@
 # Also the text corpora (dlcamp.text.corpora): Debian's fortunes-zh (Tang/Song poems, Chinese
 # sayings) and fortunes (English quotations). Each does nothing when its files are already
 # somewhere dlcamp looks (DLCAMP_DATA, cache, system); the tests need them all.
+# Also the scene sets' sources: tuxpaint-stamps-default, mate-backgrounds, gimp-data.
 # Also installs, optionally, a small Chinese font (fonts-wqy-microhei) for plot labels.
 set -euo pipefail
 if [ "$(id -u)" = 0 ]; then sudo=""; elif command -v sudo >/dev/null 2>&1; then sudo="sudo"; else sudo="none"; fi
@@ -52,6 +53,45 @@ for pair in fortunes-zh:tang300 fortunes:cookie; do  # package:one of its files
   fi
   echo "$pkg is missing and could not be installed here. Fix: sudo apt-get install $pkg," \
        "or put its files in \$DLCAMP_DATA/fortunes" >&2
+  status=1
+done
+
+# Scene sets (dlcamp.vision.scene_sets): object cut-outs, background photos and textures from
+# three Debian packages, found like dlcamp.data.scene_sources finds them. Without root the
+# package is downloaded and unpacked into dlcamp's cache (<cache>/debian), which dlcamp searches.
+scene_cache="${DLCAMP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dlcamp}"
+scene_present() {  # scene_present SOURCE PATH-UNDER-/usr/share
+  for d in "${DLCAMP_DATA:-/nonexistent}/$1" "$scene_cache/$1" "$scene_cache/debian/usr/share/$2" \
+           "${DLCAMP_SYSTEM_ROOT:-}/usr/share/$2"; do
+    [ -d "$d" ] && return 0
+  done
+  return 1
+}
+scene_extract() {  # scene_extract PACKAGE: apt-get download + dpkg -x into the cache, no root
+  command -v apt-get >/dev/null 2>&1 && command -v dpkg >/dev/null 2>&1 || return 1
+  tmp=$(mktemp -d) && mkdir -p "$scene_cache/debian" || return 1
+  (cd "$tmp" && apt-get download "$1" >/dev/null 2>&1 && dpkg -x "$1"_*.deb "$scene_cache/debian")
+  rc=$?; rm -rf "$tmp"; return $rc
+}
+for triple in tuxpaint-stamps-default:tuxpaint:tuxpaint/stamps \
+              mate-backgrounds:mate:backgrounds/mate gimp-data:gimp:gimp/2.0/patterns; do
+  pkg=${triple%%:*} rest=${triple#*:}; src=${rest%%:*} rel=${rest#*:}
+  if scene_present "$src" "$rel" || { [ "$src" = gimp ] && scene_present gimp gimp/3.0/patterns; }
+  then
+    echo "$pkg: present"
+    continue
+  fi
+  if can_apt; then
+    echo "$pkg: installing the Debian package $pkg (scene sets)"
+    apt_install "$pkg" || true  # fall through to the download below
+    scene_present "$src" "$rel" && continue
+  fi
+  echo "$pkg: unpacking the Debian package into $scene_cache/debian (no root needed)"
+  scene_extract "$pkg" || true
+  scene_present "$src" "$rel" && continue
+  echo "$pkg is missing and could not be installed here. Fix: sudo apt-get install $pkg," \
+       "or on another machine \`apt-get download $pkg\` and \`dpkg -x ${pkg}_*.deb" \
+       "$scene_cache/debian\`" >&2
   status=1
 done
 

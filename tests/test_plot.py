@@ -58,3 +58,23 @@ def test_no_cjk_font_draws_without_glyph_warnings(monkeypatch):
         plt.close(fig)
     assert [ax for ax in fig.axes if ax.get_title()] and not [
         w for w in caught if "missing from font" in str(w.message)]
+
+
+
+def test_draw_boxes_places_one_rectangle_per_box():
+    fig, ax = plt.subplots()
+    try:
+        ax.imshow(torch.zeros(100, 120, 3).numpy())
+        boxes = torch.tensor([[10.0, 20.0, 50.0, 80.0], [0.0, 0.0, 120.0, 100.0]])
+        rects = plot.draw_boxes(ax, boxes, ["猫", "dog"], colors="red")
+        assert [(r.get_x(), r.get_y(), r.get_width(), r.get_height()) for r in rects] == [
+            (10.0, 20.0, 40.0, 60.0), (0.0, 0.0, 120.0, 100.0)]
+        assert [t.get_text() for t in ax.texts] == ["猫", "dog"]
+        assert len(ax.patches) == 2 and plot.draw_boxes(ax, boxes[0])[0].get_width() == 40.0
+        with pytest.raises(ValueError, match="labels"):
+            plot.draw_boxes(ax, boxes, ["one"])
+        with pytest.raises(ValueError, match="N, 4"):
+            plot.draw_boxes(ax, torch.zeros(2, 5))
+    finally:
+        plt.close(fig)
+

@@ -102,3 +102,64 @@ def decode_offsets(anchors: Tensor, offsets: Tensor,
     xy = a[:, :2] + d[:, :2] * a[:, 2:]
     size = a[:, 2:] * torch.exp(d[:, 2:].clamp(max=MAX_LOG_SCALE))
     return box_center_to_corner(torch.cat((xy, size), dim=1))
+
+
+def batched_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """IoU of every pair within each image: (B, N, 4) and (N2, 4) or (B, N2, 4) corners ->
+    (B, N, N2). Degenerate boxes (zero area, such as padding) have IoU 0 with everything;
+    nothing is checked, so that a training step never waits on a device sync."""
+    boxes2 = boxes2.expand(len(boxes1), *boxes2.shape[-2:]) if boxes2.dim() == 2 else boxes2
+    area1 = ((boxes1[..., 2] - boxes1[..., 0]).clamp(min=0)
+             * (boxes1[..., 3] - boxes1[..., 1]).clamp(min=0))               # (B, N)
+    area2 = ((boxes2[..., 2] - boxes2[..., 0]).clamp(min=0)
+             * (boxes2[..., 3] - boxes2[..., 1]).clamp(min=0))               # (B, N2)
+    top_left = torch.max(boxes1[:, :, None, :2], boxes2[:, None, :, :2])     # (B, N, N2, 2)
+    bottom_right = torch.min(boxes1[:, :, None, 2:], boxes2[:, None, :, 2:])
+    inter = (bottom_right - top_left).clamp(min=0).prod(dim=-1)              # (B, N, N2)
+    union = area1[:, :, None] + area2[:, None, :] - inter
+    return torch.where(union > 0, inter / union.clamp(min=torch.finfo(union.dtype).tiny),
+                       torch.zeros_like(union))
+
+
+def match_anchors_batched(boxes: Tensor, labels: Tensor, anchors: Tensor,
+                          iou_threshold: float = 0.5) -> Tensor:
+    """`match_anchors` for a whole padded batch at once, with no loop over images.
+
+    boxes (B, M, 4) and anchors (A, 4) corner format in the same units, labels (B, M) int64
+    with -1 marking padding rows -> (B, A) int64: the index (into M) of each anchor's box, or
+    -1 (background). Row b equals `match_anchors(boxes[b][labels[b] >= 0], anchors)` with its
+    indices mapped back to M (tests/test_detection.py checks this).
+    """
+    valid = labels >= 0                                                      # (B, M)
+    iou = batched_box_iou(boxes, anchors)                                    # (B, M, A)
+    iou = torch.where(valid[:, :, None], iou, torch.full_like(iou, -1.0))    # padding never wins
+    best_iou, best_box = iou.max(dim=1)                                      # (B, A) each
+    none = torch.full_like(best_box, -1)
+    matches = torch.where(best_iou >= iou_threshold, best_box, none)
+    best_per_box = iou.max(dim=2, keepdim=True).values                       # (B, M, 1)
+    claimed = ((iou == best_per_box) & (best_per_box > 0)).any(dim=1)       # (B, A)
+    return torch.where(claimed, best_box, matches)
+
+
+def multibox_target(anchors: Tensor, boxes: Tensor, labels: Tensor, iou_threshold: float = 0.5,
+                    weights: Sequence[float] = OFFSET_WEIGHTS) -> tuple[Tensor, Tensor, Tensor]:
+    """Label every anchor of every image of a batch: the book's `multibox_target` (d2l 14.4),
+    vectorised over the batch.
+
+    anchors (A, 4), boxes (B, M, 4) in the same units, labels (B, M) int64 (-1: padding) ->
+    (offsets (B, A, 4): `encode_offsets` from each anchor to its box, 0 for background;
+    mask (B, A, 4) float: 1 where the anchor has an object; classes (B, A) int64: the matched
+    box's label + 1, 0 for background).
+    """
+    matches = match_anchors_batched(boxes, labels, anchors, iou_threshold)  # (B, A)
+    positive = matches >= 0
+    index = matches.clamp(min=0)                                            # (B, A)
+    matched = boxes.gather(1, index[..., None].expand(-1, -1, 4))           # (B, A, 4)
+    classes = torch.where(positive, labels.gather(1, index) + 1, torch.zeros_like(index))
+    b, a = matches.shape
+    # background anchors get their own box as target (offset 0), so log() stays finite
+    target = torch.where(positive[..., None], matched, anchors.expand(b, a, 4))
+    offsets = encode_offsets(anchors.expand(b, a, 4).reshape(-1, 4), target.reshape(-1, 4),
+                             weights).reshape(b, a, 4)
+    mask = positive[..., None].expand(b, a, 4).to(offsets.dtype)
+    return offsets * mask, mask, classes
