@@ -117,8 +117,8 @@ def test_a_refused_run_leaves_no_folder_and_suggests_the_name(tmp_path, capsys):
     assert main(["train", "--model", "lstm", "--dataset", "tang30", "--quick", "--out",
                  str(out)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: unknown dataset or text corpus 'tang30'; did you mean "
-                          "'tang300'?") and "fashion-mnist" in err
+    assert err.startswith("error: unknown dataset, scene set or text corpus 'tang30'; did you "
+                          "mean 'tang300'?") and "fashion-mnist" in err
     assert main(["train", "--model", "lstm", "--quick", "--out", str(out)]) == 2
     assert "is a language model" in capsys.readouterr().err
     assert not out.exists()

@@ -8,11 +8,13 @@ import torch
 from dlcamp.core.config import Recipe
 from dlcamp.core.errors import UnknownName
 from dlcamp.models import count_parameters, create_model, list_models, model_recipe
+from dlcamp.models.detector import is_detector
 from dlcamp.models.registry import model_accepts
 from dlcamp.train.run import make_config
 
 LANGUAGE_MODELS = [n for n in list_models() if model_accepts(n, "vocab_size")]
-IMAGE_MODELS = [n for n in list_models() if n not in LANGUAGE_MODELS]
+DETECTORS = [n for n in list_models() if is_detector(n)]
+IMAGE_MODELS = [n for n in list_models() if n not in LANGUAGE_MODELS + DETECTORS]
 
 
 @pytest.mark.parametrize("name", IMAGE_MODELS)
@@ -21,6 +23,20 @@ def test_every_model_classifies_a_batch(name):
     out = model(torch.randn(3, 1, 28, 28))
     assert out.shape == (3, 10) and torch.isfinite(out).all()
     assert model.dlcamp_spec == {"name": name, "kwargs": {}}
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_every_detector_takes_one_training_step(name):
+    model = create_model(name, num_classes=2, image_size=64)
+    outputs = model(torch.randn(2, 3, 64, 64))
+    assert isinstance(outputs, tuple) and all(torch.isfinite(o).all() for o in outputs)
+    boxes = torch.tensor([[[4.0, 6.0, 40.0, 30.0]], [[0.0, 0.0, 0.0, 0.0]]])  # (2, 1, 4)
+    loss, sums = model.loss(outputs, boxes, torch.tensor([[1], [-1]]))
+    loss.backward()
+    assert torch.isfinite(loss) and all(s.dim() == 0 for s in sums.values())
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    found = model.eval().detect(model(torch.randn(2, 3, 64, 64)))
+    assert len(found) == 2 and all(set(d) == {"boxes", "scores", "labels"} for d in found)
 
 
 @pytest.mark.parametrize("name", LANGUAGE_MODELS)

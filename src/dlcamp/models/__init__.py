@@ -5,12 +5,15 @@ from dlcamp.models import (  # noqa: F401  (registration side effect)
     basic,
     cnn,
     densenet,
+    efficientnet,
     googlenet,
     lenet,
     nin,
     resnet,
     rnn,
+    ssd,
     vgg,
+    yolo,
 )
 from dlcamp.models.book import book_config, book_models
 from dlcamp.models.registry import (

@@ -9,10 +9,13 @@ background is not a class id.
 
 from __future__ import annotations
 
+import typing
 from typing import Any
 
 import torch
 from torch import nn
+
+from dlcamp.models.registry import model_entry
 
 Detections = list[dict[str, torch.Tensor]]  # per image: boxes (K, 4), scores (K,), labels (K,)
 
@@ -50,3 +53,15 @@ class Detector(nn.Module):
         """What a checkpoint or the server says about this detector."""
         return {"num_classes": self.num_classes, "image_size": self.image_size,
                 "normalize": [list(self.normalize[0]), list(self.normalize[1])]}
+
+
+def is_detector(name: str) -> bool:
+    """Whether the registered model `name` is a Detector, read from its constructor's return
+    annotation (`def tinyssd(...) -> TinySSD`), without building it. UnknownName for a name
+    that is not registered."""
+    fn = model_entry(name)
+    try:
+        hint = typing.get_type_hints(fn).get("return")
+    except (NameError, TypeError):  # an annotation that does not resolve: not a detector
+        return False
+    return isinstance(hint, type) and issubclass(hint, Detector)

@@ -95,7 +95,7 @@ def load_callback_states(callbacks: list[Any], states: dict[str, dict[str, Any]]
 def format_record(record: dict[str, float], total_epochs: int) -> str:
     parts = [f"epoch {int(record['epoch'])}/{total_epochs}"]
     for key, value in record.items():
-        if key.endswith(("loss", "acc", "rmse", "ppl")):
+        if key.endswith(("loss", "acc", "rmse", "ppl", "map", "map_50")):
             parts.append(f"{key} {value:.4f}")
     parts.append(f"{record['epoch_seconds']:.1f}s")
     parts.append(f"{record['examples_per_s']:,.0f} ex/s")

@@ -37,7 +37,7 @@ def curves_figure(history: list[dict[str, float]], title: str = "",
         values = [r.get(key) for r in history]
         if key.endswith("loss"):
             ax_loss.plot(epochs, values, marker="o", label=key)
-        elif key.endswith(("acc", "rmse", "ppl")):
+        elif key.endswith(("acc", "rmse", "ppl", "map", "map_50")):
             ax_metric.plot(epochs, values, marker="o", label=key)
     for ax, name in ((ax_loss, "loss"), (ax_metric, "metric")):
         ax.set_xlabel("epoch")

@@ -33,12 +33,14 @@ from dlcamp.data.loader import Augment, Loaders, flip_and_shift, make_loaders
 from dlcamp.engine import nn as engine_nn
 from dlcamp.engine.models import create_scratch_model
 from dlcamp.models import create_model, model_recipe
+from dlcamp.models.detector import is_detector
 from dlcamp.models.registry import model_accepts
 from dlcamp.models.whitening import input_whitening
 from dlcamp.text.corpora import list_corpora
 from dlcamp.text.data import make_text_loaders
 from dlcamp.train.callbacks import Checkpoint, CSVLogger, EarlyStopping, EpochLog, ProgressBar
 from dlcamp.train.checkpoint import check_same_model, load_checkpoint, load_weights
+from dlcamp.train.detection import scene_data, scene_loaders, scene_sets
 from dlcamp.train.engine import ScratchTrainer
 from dlcamp.train.plot import PlotCurves
 from dlcamp.train.speed import machine_summary
@@ -130,13 +132,17 @@ def _model_kwargs(cfg: RunConfig, shape: tuple[int, ...], n_classes: int) -> dic
 
 def data_kind(dataset: str) -> str:
     """"text" for a text corpus (dlcamp.text.corpora), "image" for an image dataset
-    (dlcamp.data.datasets): the one place a run decides which data, model arguments and
-    checks it needs. Any other name is UnknownName, suggesting from both tables."""
+    (dlcamp.data.datasets), "scenes" for a detection set (dlcamp.vision.scene_sets): the one
+    place a run decides which data, model arguments and checks it needs. Any other name is
+    UnknownName, suggesting from all the tables."""
     if dataset in list_corpora():
         return "text"
     if dataset in list_datasets():
         return "image"
-    raise unknown_name("dataset or text corpus", dataset, [*list_datasets(), *list_corpora()])
+    if dataset in scene_sets():
+        return "scenes"
+    raise unknown_name("dataset, scene set or text corpus", dataset,
+                       [*list_datasets(), *scene_sets(), *list_corpora()])
 
 
 def text_corpora() -> list[str]:
@@ -149,9 +155,16 @@ def _check_model_fits(cfg: RunConfig, kind: str) -> None:
     if kind == "text" and not language_model:
         raise BadArgument(f"{cfg.dataset} is a text corpus; {cfg.model!r} is not a language "
                           "model. Try --model lstm (or rnn, gru, deep-lstm, *-scratch).")
-    if kind == "image" and language_model:
+    if kind != "text" and language_model:
         raise BadArgument(f"{cfg.model!r} is a language model; train it on a text corpus: "
                           f"{', '.join(text_corpora())}")
+    detector = is_detector(cfg.model)
+    if kind == "scenes" and not detector:
+        raise BadArgument(f"{cfg.dataset} is a detection set (images with boxes); {cfg.model!r} "
+                          "is not a detector. Try --model tinyssd (or yolo).")
+    if kind != "scenes" and detector:
+        raise BadArgument(f"{cfg.model!r} is a detector; train it on a scene set (images "
+                          f"with boxes): {', '.join(scene_sets())}")
 
 
 def _text_data(cfg: RunConfig) -> tuple[Loaders, dict[str, Any], dict[str, Any]]:
@@ -191,7 +204,7 @@ def build(cfg: RunConfig, out: Path | None, progress: bool = True,
     kind = data_kind(cfg.dataset)
     _check_model_fits(cfg, kind)
     augment = cfg.augment
-    mirror = kind == "image" and get_spec(cfg.dataset).mirror_symmetric
+    mirror = kind == "scenes" or (kind == "image" and get_spec(cfg.dataset).mirror_symmetric)
     if "flip" in str(augment) and not mirror:
         # A mirrored 2 is not a 2: a recipe tuned on clothes must not flip digits.
         augment = str(augment).replace("flip", "").strip("+,") or "none"
@@ -200,6 +213,8 @@ def build(cfg: RunConfig, out: Path | None, progress: bool = True,
     device = "cpu" if numpy_engine else pick_device(cfg.train.device)
     if kind == "text":
         loaders, kwargs, data = _text_data(cfg)
+    elif kind == "scenes":
+        sets, kwargs, data = scene_data(cfg)
     else:
         loaders, kwargs, data = _image_data(cfg, device, augment)
         if kwargs.get("test_flip") and not mirror:
@@ -210,6 +225,9 @@ def build(cfg: RunConfig, out: Path | None, progress: bool = True,
         model = create_scratch_model(cfg.model, **kwargs)
     else:
         model = create_model(cfg.model, **kwargs)
+        if kind == "scenes":  # normalised as the detector says; the checkpoint says it too
+            loaders = scene_loaders(cfg, sets, device, model.normalize, augment)
+            data = {**data, **model.describe()}
         whitening = input_whitening(model) if kind == "image" else None
         if whitening is not None:  # only then are images gathered (resized ones are large)
             whitening.fit(loaders.train.head(WHITENING_IMAGES))

@@ -8,12 +8,14 @@ the task for `step(model, batch) -> (loss, sums)`, adds the `sums` up on the dev
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dlcamp.models.detector import Detector
 from dlcamp.models.rnn import RNNLM
 
 Batch = tuple[torch.Tensor, ...]
@@ -41,6 +43,15 @@ class Task:
     def summarize(self, sums: dict[str, float]) -> dict[str, float]:
         n = max(sums.get("n", 0.0), 1.0)
         return {"loss": sums["loss"] / n}
+
+    def start_eval(self) -> None:
+        """Called by Trainer.evaluate before the first batch: a task whose metric needs the
+        whole split (mAP) starts collecting here."""
+
+    def finish_eval(self) -> dict[str, float]:
+        """Called by Trainer.evaluate after the last batch: metrics of the whole split, added
+        to `summarize`'s (none here)."""
+        return {}
 
 
 class Classification(Task):
@@ -136,9 +147,87 @@ class LanguageModel(Task):
         return {"loss": loss, "ppl": math.exp(min(loss, 50.0))}
 
 
+class Detection(Task):
+    """Object detection with a `dlcamp.models.detector.Detector`: batches are (images, boxes,
+    labels) as dlcamp.data.detection_loader yields them; the loss is the detector's own.
+
+    Evaluation also runs the detector's `detect` and scores the boxes with torchmetrics'
+    `MeanAveragePrecision` (pycocotools backend: the COCO evaluation itself): `map` is
+    mAP@[.5:.95], `map_50` mAP@0.5 (the monitor), `map_75` mAP@0.75; with
+    `class_metrics=True` also `ap_<i>` (AP@[.5:.95]) and `ap50_<i>` (AP@0.5) for class i.
+    Reported: loss, cls_loss, box_loss (per image) and cls_err (share of anchors whose
+    class is wrong, the book's "class error").
+    """
+
+    monitor, mode = "map_50", "max"
+
+    def __init__(self, class_metrics: bool = False, score_threshold: float = 0.01,
+                 max_detections: int = 100) -> None:
+        self.class_metrics = class_metrics
+        self.score_threshold, self.max_detections = score_threshold, max_detections
+        self.metric: Any = None
+
+    def step(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        images, boxes, labels = batch[0], batch[1], batch[2]
+        detector = getattr(model, "_orig_mod", model)  # the module under torch.compile
+        outputs = model(images)
+        loss, sums = detector.loss(outputs, boxes, labels)
+        if self.metric is not None and not model.training:
+            found = detector.detect(outputs, self.score_threshold,
+                                    max_detections=self.max_detections)
+            real = labels >= 0                                               # (B, M)
+            truth = [{"boxes": b[r].float(), "labels": lb[r]}
+                     for b, lb, r in zip(boxes, labels, real, strict=True)]
+            self.metric.update(found, truth)
+        return loss, sums
+
+    def summarize(self, sums: dict[str, float]) -> dict[str, float]:
+        n = max(sums["n"], 1.0)
+        return {"loss": sums["loss"] / n, "cls_loss": sums["cls_loss"] / n,
+                "box_loss": sums["box_loss"] / n,
+                "cls_err": sums["cls_err"] / max(sums["anchors"], 1.0)}
+
+    def start_eval(self) -> None:
+        from torchmetrics.detection import MeanAveragePrecision
+
+        self.metric = MeanAveragePrecision(backend="pycocotools", box_format="xyxy",
+                                           class_metrics=self.class_metrics,
+                                           extended_summary=self.class_metrics)
+
+    def finish_eval(self) -> dict[str, float]:
+        metric, self.metric = self.metric, None
+        if metric is None:
+            return {}
+        with warnings.catch_warnings():  # "no predictions/targets" on an empty split
+            warnings.simplefilter("ignore")
+            result = metric.compute()
+        out = {k: max(float(result[k]), 0.0) for k in ("map", "map_50", "map_75")}
+        if self.class_metrics:
+            out.update(class_ap(result))
+        return out
+
+
+def class_ap(result: dict[str, Any]) -> dict[str, float]:
+    """`ap_<i>` (AP@[.5:.95]) and `ap50_<i>` (AP@0.5) per class id i from torchmetrics'
+    extended summary: precision (T, R, K, A, M) at IoU thresholds .5:.05:.95, 101 recall
+    points, area "all", the largest max-detections; -1 marks "no such objects"."""
+    ids = result["classes"].reshape(-1).tolist()
+    precision = result["precision"][:, :, :, 0, -1]                          # (T, R, K)
+    out = {}
+    for k, i in enumerate(ids):
+        p = precision[:, :, k]                                               # (T, R)
+        every, at_50 = p[p > -1], p[0][p[0] > -1]
+        out[f"ap_{i}"] = float(every.mean()) if len(every) else 0.0
+        out[f"ap50_{i}"] = float(at_50.mean()) if len(at_50) else 0.0
+    return out
+
+
 def default_task(model: object, label_smoothing: float = 0.0) -> Task:
     """The task a model trains on unless one is given: next-token prediction for a language
-    model (`dlcamp.models.rnn.RNNLM`), else classification (with `label_smoothing`)."""
+    model (`dlcamp.models.rnn.RNNLM`), detection for a `Detector`, else classification (with
+    `label_smoothing`)."""
     if isinstance(model, RNNLM):
         return LanguageModel()
+    if isinstance(model, Detector):
+        return Detection()
     return Classification(label_smoothing)

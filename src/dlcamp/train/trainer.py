@@ -263,10 +263,12 @@ class Trainer:
         """Metrics of the task over a whole loader, in eval mode, without gradients, in fp32."""
         self.model.eval()
         sums: dict[str, Any] = {}
+        self.task.start_eval()  # a metric of the whole split (mAP) collects from here
         with torch.no_grad(), num_threads(self.speed.threads.value):
             for batch in loader:
                 add_sums(sums, self.eval_step(batch))
-        return self.task.summarize({k: float(v) for k, v in sums.items()})
+            metrics = self.task.summarize({k: float(v) for k, v in sums.items()})
+            return {**metrics, **self.task.finish_eval()}
 
     # -- state ----------------------------------------------------------------------------
     def model_state(self) -> dict[str, Any]:
