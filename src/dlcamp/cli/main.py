@@ -58,6 +58,10 @@ def _evaluate(args: argparse.Namespace) -> int:
                                  quick=args.quick or is_quick())
     if args.json:
         print(json.dumps(result))
+    elif result.get("kind") == "detection":
+        from dlcamp.train.detection import format_detection
+
+        print(format_detection(result))
     else:
         print("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                         for k, v in result.items()))
@@ -95,6 +99,18 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _detect(args: argparse.Namespace) -> int:
+    from dlcamp.serve.detect import detect_files, format_detections
+
+    results, notes = detect_files(args.run, args.images, args.out, args.out_dir, args.lang,
+                                  args.score)
+    print(json.dumps(results, ensure_ascii=False) if args.json
+          else format_detections(results, args.lang))
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
     from dlcamp.serve.export import export
 
@@ -117,13 +133,17 @@ def _data(args: argparse.Namespace) -> int:
         print(f"Fashion-MNIST is ready in {dest}")
         return 0
     from dlcamp.text.corpora import list_corpora
+    from dlcamp.vision.scene_sets import list_scene_sets
 
+    if args.action == "build" or args.name in list_scene_sets():
+        return _scene_info(args.name, build=args.action == "build")
     if args.name in list_corpora():
         return _corpus_info(args.name)
-    if args.name and args.name not in DATASETS:  # one message for both tables
+    if args.name and args.name not in DATASETS:  # one message for all three tables
         from dlcamp.core.registry import unknown_name
 
-        raise unknown_name("dataset or text corpus", args.name, [*DATASETS, *list_corpora()])
+        raise unknown_name("dataset, scene set or text corpus", args.name,
+                           [*DATASETS, *list_scene_sets(), *list_corpora()])
     names = [args.name] if args.name else list(DATASETS)
     for name in names:
         spec = get_spec(name)
@@ -141,6 +161,33 @@ def _data(args: argparse.Namespace) -> int:
     if not args.name:
         for name in list_corpora():
             _corpus_info(name)
+        for name in list_scene_sets():
+            _scene_info(name)
+    return 0
+
+
+def _scene_info(name: str | None, build: bool = False) -> int:
+    """One scene set (detection): classes, splits, cache state, sources; `build` caches it."""
+    from dlcamp.vision.scene_sets import SPLITS, get_scene_set, load_scene_set, scene_set_info
+
+    if name is None:
+        raise BadArgument("`dlcamp data build` needs a scene set name, e.g. fruit-1")
+    get_scene_set(name)  # unknown names get the standard error
+    if build:
+        for split in SPLITS:
+            print(f"{name} {split}: {len(load_scene_set(name, split)):,} images")
+    info = scene_set_info(name)
+    print(f"{name} v{info['version']} (scene set, boxes): {info['description']}")
+    pairs = zip(info["classes"], info["classes_zh"], strict=True)
+    print(f"  classes: {', '.join(f'{en} ({zh})' for en, zh in pairs)}")
+    sizes = "  ".join(f"{s} {n:,}{' (cached)' if info['cached'][s] else ''}"
+                      for s, n in info["sizes"].items())
+    print(f"  {sizes}  images {info['image_size']}x{info['image_size']}")
+    print(f"  sources: {', '.join(info['packages'])}")
+    if info["missing_packages"]:
+        print(f"  missing: {' '.join(info['missing_packages'])} (scripts/install-data.sh)")
+    elif not all(info["cached"].values()):
+        print(f"  built on first use (seconds), or now: dlcamp data build {name}")
     return 0
 
 
@@ -220,7 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model; writes runs/<name>/")
     t.add_argument("--model", default="cnn", help="a name from `dlcamp models` (default: cnn)")
     t.add_argument("--dataset", default="fashion-mnist",
-                   help="images: fashion-mnist | mnist | digits; text (for rnn, gru, lstm, ...): "
+                   help="images: fashion-mnist | mnist | digits; scenes with boxes (for "
+                   "tinyssd, yolo): fruit-1 | objects-8; text (for rnn, gru, lstm, ...): "
                    "tang300 | song100 | sayings-zh | quotes-en")
     t.add_argument("--engine", default="torch", choices=[*ENGINES, *RENAMED_ENGINES],
                    metavar="{" + ",".join(ENGINES) + "}",
@@ -264,7 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=seed(), help="for a repeatable sample")
     g.set_defaults(func=_generate)
 
-    sv = sub.add_parser("serve", help="serve an image classifier over HTTP (POST /predict)")
+    sv = sub.add_parser("serve", help="serve over HTTP: a classifier (POST /predict) or a "
+                        "detector (POST /detect)")
     sv.add_argument("model", help="run directory, checkpoint, or .onnx file from `dlcamp export`")
     sv.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only)")
     sv.add_argument("--port", type=whole(1, 65535), default=8000)
@@ -284,8 +333,20 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", help="output file (default: model.onnx beside the checkpoint)")
     ex.set_defaults(func=_export)
 
-    d = sub.add_parser("data", help="datasets: info | fetch")
-    d.add_argument("action", choices=["info", "fetch"])
+    dt = sub.add_parser("detect", help="find objects in photos with a trained detector")
+    dt.add_argument("run", help="run directory, checkpoint or .onnx file of tinyssd / yolo")
+    dt.add_argument("images", nargs="+", help="image files (any size: letterboxed)")
+    where = dt.add_mutually_exclusive_group()
+    where.add_argument("--out", help="draw the boxes onto the (one) image, e.g. boxed.png")
+    where.add_argument("--out-dir", help="draw each image's boxes into DIR/<name>-boxed.png")
+    dt.add_argument("--lang", default="en", choices=["en", "zh"], help="label language")
+    dt.add_argument("--score", type=number(0, high=1), default=0.3,
+                    help="lowest score kept (0 to 1, default 0.3)")
+    dt.add_argument("--json", action="store_true", help="print one JSON list")
+    dt.set_defaults(func=_detect)
+
+    d = sub.add_parser("data", help="datasets: info | fetch | build (a scene set)")
+    d.add_argument("action", choices=["info", "fetch", "build"])
     d.add_argument("name", nargs="?", help="dataset name (default: all for info, "
                    "fashion-mnist for fetch)")
     d.add_argument("--url", help="fetch: base URL of a mirror")

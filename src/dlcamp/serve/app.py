@@ -3,6 +3,8 @@
     POST /predict   multipart/form-data with a `file` field, or JSON {"image": "<base64>"}
                     (line breaks allowed; optional "top_k"; `?top_k=` works for both)
                     -> labels, probabilities, ms
+    POST /detect    (a detector's server) the same bodies, `?score=0.3` -> boxes in the
+                    image's pixels (dlcamp.serve.detect)
     GET  /healthz   {"status": "ok", ...}
     GET  /          the page: draw on a canvas or choose a photo, see the answer
     GET  /docs      OpenAPI documentation (FastAPI)
@@ -27,6 +29,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
 from dlcamp.serve.batching import MicroBatcher
+from dlcamp.serve.detect import DEFAULT_SCORE, detect_bytes, is_detector_model, parse_score
 from dlcamp.serve.model import ServedModel
 from dlcamp.serve.preprocess import ImageError, formats_sentence
 
@@ -118,7 +121,9 @@ def create_app(model: ServedModel, max_body: int = MAX_BODY, batching: bool = Fa
                   description=f"{model.meta['model']} trained on {model.meta['dataset']}: "
                   "POST an image to /predict.")
     app.state.model = model
-    batcher = MicroBatcher(model.predict, max_batch, max_wait_ms) if batching else None
+    detector = is_detector_model(model)
+    batcher = MicroBatcher(model.predict, max_batch, max_wait_ms) \
+        if batching and not detector else None
     app.state.batcher = batcher
     page = resources.files("dlcamp.serve").joinpath("static/index.html").read_text("utf-8")
 
@@ -129,7 +134,8 @@ def create_app(model: ServedModel, max_body: int = MAX_BODY, batching: bool = Fa
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
         return {"status": "ok", "model": model.meta["model"], "backend": model.backend,
-                "classes": len(model.classes), "batching": batcher is not None}
+                "classes": len(model.classes), "batching": batcher is not None,
+                **({"kind": "detection"} if detector else {})}
 
     @app.post("/predict", summary="Classify an image",
               description="multipart/form-data with a `file` field, or JSON "
@@ -138,6 +144,9 @@ def create_app(model: ServedModel, max_body: int = MAX_BODY, batching: bool = Fa
     async def predict(request: Request) -> JSONResponse:
         start = time.perf_counter()
         try:
+            if detector:
+                raise ImageError(f"this server runs a detector ({model.meta['model']}): POST "
+                                 "the image to /detect for boxes", status=404)
             data, k = await _image_bytes(request, max_body)
             k = _top_k(request.query_params.get("top_k", k if k is not None else 3))
             decoded = time.perf_counter()
@@ -156,6 +165,24 @@ def create_app(model: ServedModel, max_body: int = MAX_BODY, batching: bool = Fa
                           "preprocess": round((prepared - decoded) * 1e3, 3),
                           "inference": round((done - prepared) * 1e3, 3),
                           "total": round((done - start) * 1e3, 3)}})
+
+    @app.post("/detect", summary="Find objects in an image (a detector's server)",
+              description="The same bodies as /predict; `?score=` (0-1, default "
+              f"{DEFAULT_SCORE}) is the lowest score kept. Boxes [x1, y1, x2, y2] are in "
+              "the uploaded image's pixels.")
+    async def detect(request: Request) -> JSONResponse:
+        start = time.perf_counter()
+        try:
+            if not detector:
+                raise ImageError(f"this server runs an image classifier ({model.meta['model']}"
+                                 "), not a detector: POST the image to /predict", status=404)
+            data, _ = await _image_bytes(request, max_body)
+            score = parse_score(request.query_params.get("score", DEFAULT_SCORE))
+            answer = detect_bytes(model, data, score)
+        except ImageError as e:
+            return _error(e.status, str(e))
+        answer["timing_ms"] = {"total": round((time.perf_counter() - start) * 1e3, 3)}
+        return JSONResponse(answer)
 
     return app
 

@@ -29,15 +29,20 @@ def export_onnx(checkpoint: Path | str, out: Path | str | None = None) -> Path:
     ckpt = load_checkpoint(checkpoint)
     meta = serving_meta(ckpt)
     model = model_from_checkpoint(ckpt).float().eval()
-    pre = Preprocess.from_checkpoint(ckpt)
-    side = pre.resize or pre.size
-    example = torch.zeros(2, pre.channels, side, side)  # (B, C, H, W); B is dynamic
+    if meta.get("kind") == "detection":  # raw outputs; the model class decodes (serve/detect)
+        example = torch.zeros(2, 3, meta["image_size"], meta["image_size"])  # (B, 3, S, S)
+        outputs = [f"output{i}" for i in range(len(model(example)))]
+    else:
+        pre = Preprocess.from_checkpoint(ckpt)
+        side = pre.resize or pre.size
+        example = torch.zeros(2, pre.channels, side, side)  # (B, C, H, W); B is dynamic
+        outputs = ["logits"]
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         torch.onnx.export(model, (example,), buffer, input_names=["image"],
-                          output_names=["logits"], opset_version=OPSET, dynamo=False,
-                          dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
+                          output_names=outputs, opset_version=OPSET, dynamo=False,
+                          dynamic_axes={name: {0: "batch"} for name in ["image", *outputs]})
     proto = onnx.load_from_string(buffer.getvalue())
     entry = proto.metadata_props.add()
     entry.key, entry.value = META_KEY, json.dumps(meta, ensure_ascii=False)

@@ -5,7 +5,9 @@
     model.predict([pixels_28x28_uint8], top_k=3)
 
 Both backends read the same preprocessing and labels: from the checkpoint, or from the
-metadata that `dlcamp export` writes into the ONNX file.
+metadata that `dlcamp export` writes into the ONNX file. A detector (tinyssd, yolo) loads the
+same way with `kind` "detection": its forward returns the raw output tensors, and
+dlcamp.serve.detect letterboxes the photos and decodes the boxes.
 """
 
 from __future__ import annotations
@@ -31,16 +33,26 @@ def serving_meta(ckpt: dict[str, Any]) -> dict[str, Any]:
     if data.get("kind") == "text":
         raise CheckpointError("this is a language model; serve image classifiers. "
                               "Language models write text with `dlcamp generate RUN`.")
+    if data.get("kind") == "scenes":  # a detector: dlcamp.serve.detect letterboxes and decodes
+        return {"model": ckpt["model"]["name"], "kind": "detection",
+                "classes": list(data["classes"]), "classes_zh": list(data["classes_zh"]),
+                "dataset": data["dataset"], "image_size": int(data["image_size"]),
+                "normalize": [list(v) for v in data["normalize"]],
+                "detector": {"name": ckpt["model"]["name"],
+                             "kwargs": dict(ckpt["model"]["kwargs"])}}
     return {"model": ckpt["model"]["name"], "classes": list(data["classes"]),
             "classes_zh": list(data.get("classes_zh") or data["classes"]),
             "dataset": data["dataset"], "preprocess": Preprocess.from_checkpoint(ckpt).to_dict()}
 
 
 class ServedModel:
-    def __init__(self, meta: dict[str, Any], forward: Any, backend: str) -> None:
+    def __init__(self, meta: dict[str, Any], forward: Any, backend: str,
+                 module: torch.nn.Module | None = None) -> None:
         self.meta, self.forward, self.backend = meta, forward, backend
-        self.preprocess = Preprocess(**meta["preprocess"])
+        self.kind = meta.get("kind", "classification")  # or "detection" (serve/detect.py)
+        self.preprocess = Preprocess(**meta["preprocess"]) if "preprocess" in meta else None
         self.classes, self.classes_zh = meta["classes"], meta["classes_zh"]
+        self.module = module  # the PyTorch model (None for ONNX): detectors decode with it
 
     @classmethod
     def load(cls, path: Path | str, threads: int | None = None) -> ServedModel:
@@ -53,11 +65,14 @@ class ServedModel:
         if threads:
             torch.set_num_threads(threads)
 
-        def forward(x: torch.Tensor) -> np.ndarray:
+        def forward(x: torch.Tensor) -> Any:
             with torch.inference_mode():
-                return model(x).float().numpy()
+                out = model(x)
+            if isinstance(out, tuple):  # a detector's raw outputs
+                return tuple(o.float() for o in out)
+            return out.float().numpy()
 
-        return cls(meta, forward, "torch")
+        return cls(meta, forward, "torch", module=model)
 
     @classmethod
     def _load_onnx(cls, path: Path, threads: int | None) -> ServedModel:
@@ -78,11 +93,16 @@ class ServedModel:
             raise CheckpointError(f"{path} has no dlcamp metadata (labels, preprocessing); "
                                   "export it with `dlcamp export`.")
         name = session.get_inputs()[0].name
+        meta = json.loads(props[META_KEY])
+        detector = meta.get("kind") == "detection"
 
-        def forward(x: torch.Tensor) -> np.ndarray:
-            return session.run(None, {name: x.numpy()})[0]
+        def forward(x: torch.Tensor) -> Any:
+            outputs = session.run(None, {name: x.numpy()})
+            if detector:  # raw outputs, decoded by the model class (serve/detect.py)
+                return tuple(torch.from_numpy(o) for o in outputs)
+            return outputs[0]
 
-        return cls(json.loads(props[META_KEY]), forward, "onnx")
+        return cls(meta, forward, "onnx")
 
     def logits(self, pixels: list[np.ndarray]) -> np.ndarray:
         """uint8 images (size, size) -> logits (B, classes)."""
