@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.dlcamp-installed
-EXTRAS ?= data,lessons,lab,serve,test
+EXTRAS ?= data,lessons,lab,serve,camp,test
 DEMO_ARGS ?=
 
 .PHONY: setup data browser demo test lint bench lab serve clean

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from dlcamp.cli.argtypes import OneLineParser, number, seed, whole
+from dlcamp.cli.camp import add_parser as add_camp_parser
 from dlcamp.cli.flags import add_setting_flags, overrides
 from dlcamp.core.config import ENGINES, RENAMED_ENGINES
 from dlcamp.core.errors import BadArgument, DlcampError, UnknownName
@@ -367,6 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="export: run the cells first (quick mode) so outputs and figures show")
     les.add_argument("--full", action="store_true", help="with --execute: run in full mode")
     les.set_defaults(func=_lessons)
+
+    add_camp_parser(sub)
 
     doc = sub.add_parser("doctor", help="check Python, torch, device and datasets")
     doc.set_defaults(func=_doctor)

@@ -1,0 +1,80 @@
+"""Between a camp project and the annotation formats: `export_project`, `import_project`.
+
+An export is a zip of the project's working copies (EXIF orientation applied, long side at
+most 2048 px) with every box in those pixels, and every image in it, boxed or not; an image
+marked "no objects" stays so (interchange.py says how each format records it).
+
+An import goes through the same checks as an upload: each image is ingested (ingest.py:
+sniffed, decoded, oriented, downscaled once), and its boxes are scaled by the same factor as
+its pixels, so they stay on the objects. The class list is matched by name; names the project
+lacks are appended. Either every image and box is stored, in one transaction, or nothing is:
+any problem raises ImportFailed (naming the file and where in it) before the store is touched.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dlcamp.camp import coco, foreign, voc, yolo
+from dlcamp.camp.ingest import PhotoRejected, ingest_photo
+from dlcamp.camp.interchange import Annotations, BoxAnn, ClassDef, ImageAnn, ImportFailed
+from dlcamp.camp.storage import CampStore
+
+EXPORTERS = {"coco": coco.export_coco, "yolo": yolo.export_yolo, "voc": voc.export_voc}
+IMPORTERS = {"coco": coco.import_coco, "yolo": yolo.import_yolo, "voc": voc.import_voc,
+             "labelstudio": foreign.import_labelstudio_json,
+             "labelstudio-coco": foreign.import_labelstudio_coco,
+             "cvat-coco": foreign.import_cvat_coco, "cvat-yolo": foreign.import_cvat_yolo}
+EXPORT_FORMATS = tuple(EXPORTERS)
+IMPORT_FORMATS = tuple(IMPORTERS)
+
+
+def project_annotations(store: CampStore, pid: str) -> Annotations:
+    """The project as `Annotations` (one consistent read), image bytes = working copies.
+    Raises storage.NotFound."""
+    snap = store.snapshot(pid)
+    classes = [ClassDef(c["name"], c.get("name_zh", "")) for c in snap["classes"]]
+    images = []
+    for img in snap["images"]:
+        boxes = [BoxAnn(b["label"], b["x1"], b["y1"], b["x2"], b["y2"]) for b in img["boxes"]]
+        data = store.blobs.read(img["work_sha256"])
+        images.append(ImageAnn(img["file_name"], img["width"], img["height"], boxes,
+                               bool(img["no_objects"]), data))
+    return Annotations(classes, images)
+
+
+def export_project(store: CampStore, pid: str, fmt: str) -> bytes:
+    """The project as a zip in `fmt` ("coco" | "yolo" | "voc"). Raises KeyError for another
+    format name, storage.NotFound for an unknown project."""
+    return EXPORTERS[fmt](project_annotations(store, pid))
+
+
+def _scaled(box: BoxAnn, sx: float, sy: float, width: int, height: int) -> tuple:
+    return (box.label, min(box.x1 * sx, width), min(box.y1 * sy, height),
+            min(box.x2 * sx, width), min(box.y2 * sy, height))
+
+
+def import_project(store: CampStore, pid: str, fmt: str, data: bytes | Path,
+                   name: str = "upload") -> dict:
+    """Add an export of another project or tool (`fmt`: one of IMPORT_FORMATS) to project
+    `pid`: zip or JSON bytes, or a folder. -> {"images_added", "boxes_added", "duplicates"}.
+    Raises ImportFailed (nothing stored), KeyError for an unknown format."""
+    ann = IMPORTERS[fmt](data)
+    items = []
+    for img in ann.images:
+        if img.data is None:
+            raise ImportFailed(name, img.file_name, "the image file is not in the upload; "
+                               "export with images included, or add them to the zip")
+        try:
+            photo = ingest_photo(img.data, img.file_name)
+        except PhotoRejected as e:
+            raise ImportFailed(name, img.file_name, str(e)) from None
+        sx, sy = photo.width / img.width, photo.height / img.height
+        items.append({"original": photo.original, "work": photo.work, "thumb": photo.thumb,
+                      "file_name": img.file_name, "width": photo.width,
+                      "height": photo.height, "orig_width": photo.orig_width,
+                      "orig_height": photo.orig_height, "no_objects": img.no_objects,
+                      "boxes": [_scaled(b, sx, sy, photo.width, photo.height)
+                                for b in img.boxes]})
+    classes = [{"name": c.name, "name_zh": c.name_zh} for c in ann.classes]
+    return store.import_annotations(pid, items, classes)

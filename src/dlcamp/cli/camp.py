@@ -1,0 +1,117 @@
+"""`dlcamp camp ...`: run the hackathon app and look after its data.
+
+    dlcamp camp serve  [--data DIR] [--host 127.0.0.1] [--port 8080]
+    dlcamp camp new    PROJECT --classes "apple:苹果,mug:杯子" [--name "Team 1"]
+    dlcamp camp tokens [--rotate [PROJECT]]
+    dlcamp camp export PROJECT --format coco|yolo|voc [--out FILE.zip]
+    dlcamp camp import PROJECT FILE --format coco|yolo|voc|labelstudio|...
+    dlcamp camp backup OUT_DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from dlcamp.cli.argtypes import whole
+from dlcamp.core.errors import BadArgument
+
+DEFAULT_DATA = "camp-data"
+
+
+def _classes(text: str) -> list[dict]:
+    """'apple:苹果,mug:杯子' -> [{"name": "apple", "name_zh": "苹果"}, ...]."""
+    out = []
+    for part in text.split(","):
+        name, _, zh = part.strip().partition(":")
+        if not name.strip():
+            raise BadArgument(f"--classes: an empty class name in {text!r}; write e.g. "
+                              "'apple:苹果,mug:杯子'")
+        out.append({"name": name.strip(), "name_zh": zh.strip()})
+    return out
+
+
+def _run(args: argparse.Namespace) -> int:
+    from dlcamp.camp import server, transfer
+    from dlcamp.camp.auth import TokenBook
+    from dlcamp.camp.storage import CampStore
+
+    data = Path(args.data)
+    if args.action == "serve":
+        server.serve_camp(data, args.host, args.port, qr=not args.no_qr)
+        return 0
+    if args.action == "tokens":
+        if args.rotate is not None:
+            TokenBook(data).rotate(args.rotate or None)
+            print("new tokens: phones must join again with the links below")
+        for who, link in server.join_links(data, server.public_url("0.0.0.0", args.port)):
+            print(f"{who:12s} {link}")
+        return 0
+    if args.action == "backup":
+        with CampStore(data) as store:
+            print(f"backed up to {store.backup(Path(args.target))}")
+        return 0
+    with CampStore(data) as store:
+        if args.action == "new":
+            made = store.create_project(args.project, args.name or args.project,
+                                        _classes(args.classes))
+            print(f"project {made['id']}: {len(made['classes'])} classes; team join token: "
+                  f"{TokenBook(data).team_token(made['id'])}")
+        elif args.action == "export":
+            out = Path(args.out or f"{args.project}-{args.format}.zip")
+            from dlcamp.core.io import atomic_write_bytes
+
+            atomic_write_bytes(out, transfer.export_project(store, args.project, args.format))
+            print(f"wrote {out}")
+        elif args.action == "import":
+            source = Path(args.target)
+            if not source.exists():
+                raise BadArgument(f"{source}: no such file or folder")
+            src = source if source.is_dir() else source.read_bytes()
+            added = transfer.import_project(store, args.project, args.format, src, source.name)
+            print(json.dumps(added))
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Add `dlcamp camp` to the top-level subcommands."""
+    c = sub.add_parser("camp", help="the hackathon app: capture photos, label boxes "
+                       "(serve | new | tokens | export | import | backup)")
+    c.add_argument("action", choices=["serve", "new", "tokens", "export", "import", "backup"])
+    c.add_argument("project", nargs="?", help="new/export/import: the project (team) id, "
+                   "e.g. team-1; backup: the folder to back up into")
+    c.add_argument("target", nargs="?", help="import: the zip, JSON file or folder")
+    c.add_argument("--data", default=DEFAULT_DATA,
+                   help=f"the camp's data folder (default ./{DEFAULT_DATA})")
+    c.add_argument("--host", default="127.0.0.1", help="serve: default 127.0.0.1 (this machine "
+                   "only, no tokens); 0.0.0.0 serves the classroom network with join tokens")
+    c.add_argument("--port", type=whole(1, 65535), default=8080)
+    c.add_argument("--no-qr", action="store_true", help="serve: no QR codes in the terminal")
+    c.add_argument("--classes", help="new: 'apple:苹果,mug:杯子' (English:Chinese, comma "
+                   "separated)")
+    c.add_argument("--name", help="new: a display name (default: the id)")
+    c.add_argument("--format", help="export: coco | yolo | voc; import: those, or the exports "
+                   "of other tools: labelstudio | labelstudio-coco | cvat-coco | cvat-yolo")
+    c.add_argument("--out", help="export: the zip to write (default PROJECT-FORMAT.zip)")
+    c.add_argument("--rotate", nargs="?", const="", default=None, metavar="PROJECT",
+                   help="tokens: replace every token, or one project's")
+    c.set_defaults(func=_check_and_run)
+
+
+def _check_and_run(args: argparse.Namespace) -> int:
+    from dlcamp.camp.transfer import EXPORT_FORMATS, IMPORT_FORMATS
+
+    needs = {"new": ("project", "classes"), "export": ("project", "format"),
+             "import": ("project", "target", "format"), "backup": ("project",)}
+    for field in needs.get(args.action, ()):
+        if getattr(args, field) is None:
+            flag = field if field in ("project", "target") else f"--{field}"
+            raise BadArgument(f"`dlcamp camp {args.action}` needs {flag}")
+    formats = {"export": EXPORT_FORMATS, "import": IMPORT_FORMATS}.get(args.action)
+    if formats and args.format not in formats:
+        raise BadArgument(f"--format {args.format!r}: {args.action} knows "
+                          f"{', '.join(formats)}")
+    if args.action == "backup":
+        args.target = args.project
+    return _run(args)
