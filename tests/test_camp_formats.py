@@ -116,8 +116,11 @@ def test_round_trip_keeps_everything(fmt, ann):
     export, load = FORMATS[fmt]
     back = load(export(ann))
     assert back.classes == ann.classes
-    assert [i.file_name for i in back.images] == [i.file_name for i in ann.images]
-    for old, new in zip(ann.images, back.images, strict=True):
+    before, after = ann.images, back.images
+    if fmt != "coco":  # folders of files: the images come back sorted by path
+        before = sorted(before, key=lambda i: i.file_name)
+    assert [i.file_name for i in after] == [i.file_name for i in before]
+    for old, new in zip(before, after, strict=True):
         assert (new.width, new.height, new.no_objects) == (old.width, old.height, old.no_objects)
         assert new.data == old.data
         # COCO and VOC write floats in full; YOLO prints 10 decimals of the normalised values
@@ -182,7 +185,7 @@ def test_clashing_file_names_are_made_unique():
     ann.images[1].file_name, ann.images[2].file_name = "DESK.png", "desk.jpg"
     assert export_names(ann) == ["desk.jpg", "DESK-2.png", "desk-3.jpg"]
     back = yolo.import_yolo(yolo.export_yolo(ann))
-    assert [i.file_name for i in back.images] == ["desk.jpg", "DESK-2.png", "desk-3.jpg"]
+    assert sorted(i.file_name for i in back.images) == ["DESK-2.png", "desk-3.jpg", "desk.jpg"]
     ann.images[0].data = None
     with pytest.raises(BadArgument, match="no bytes"):
         coco.export_coco(ann)
@@ -198,7 +201,10 @@ def test_import_from_a_folder_and_a_wrapped_zip(fmt, tmp_path):
         (tmp_path / name).write_bytes(data)
     for src in (tmp_path, zipped({f"team1-export/{n}": d for n, d in files.items()})):
         back = load(src)
-        assert [boxes_of(i) for i in back.images] == [boxes_of(i) for i in ann.images]
+        for old, new in zip(ann.images, back.images, strict=True):
+            assert [b[0] for b in boxes_of(new)] == [b[0] for b in boxes_of(old)]
+            for a, b in zip(boxes_of(old), boxes_of(new), strict=True):
+                assert a[1:] == pytest.approx(b[1:], abs=1e-6, rel=0)
 
 
 # ---------------------------------------------------------------- other tools' exports
@@ -227,7 +233,8 @@ def test_label_studio_json_without_images():
     assert "4 image(s) are not in the upload" in str(caught.value)
     assert "3f2a9c1e-desk.jpg" in str(caught.value)
     ann = foreign.import_labelstudio_json(doc, allow_missing_images=True)
-    assert [i.file_name for i in ann.images] == ["desk.jpg", "empty-table.png", "shelf2.jpg"]
+    # without its file or a box, nothing gives an image's size: that task is left out
+    assert [i.file_name for i in ann.images] == ["desk.jpg", "shelf2.jpg"]
     assert boxes_of(ann.images[0]) == [(0, 20, 20, 70, 70), (1, 101, 0, 200, 100)]
 
 
@@ -240,7 +247,7 @@ def test_label_studio_coco_export():
     assert [(i.file_name, boxes_of(i)) for i in ann.images] == [
         ("desk.jpg", [(0, 20, 20, 70, 70), (1, 101, 0, 200, 100)]),
         ("shelf2.jpg", [(0, 30, 20, 90, 60)])]
-    with pytest.raises(ImportFailed, match=r"result\.json: images: 2 image\(s\)"):
+    with pytest.raises(ImportFailed, match=r"upload\.json: images: 2 image file\(s\)"):
         foreign.import_labelstudio_coco(files["result.json"])
     only = foreign.import_labelstudio_coco(files["result.json"], allow_missing_images=True)
     assert [i.data for i in only.images] == [None, None]
@@ -323,9 +330,10 @@ def ours_case(fmt, changes):
     return lambda: load(zipped(files | changes))
 
 
-def ls_case(change):
+def ls_case(change, every_box=False):
     doc = json.loads(fixture_files("labelstudio")["export.json"])
-    change(doc[0]["annotations"][0]["result"][0])
+    for result in doc[0]["annotations"][0]["result"][: None if every_box else 1]:
+        change(result)
     files = {"export.json": json.dumps(doc)} | {n: named_picture(n) for n in SIZES}
     return lambda: foreign.import_labelstudio_json(zipped(files))
 
@@ -413,7 +421,8 @@ MALFORMED = [  # (id, call, file, where contains, reason contains)
      "[0].annotations[0].result[0]", "outside the 200x100 image"),
     ("labelstudio-no-size", ls_case(lambda r: r.pop("original_width")), "export.json",
      "[0].annotations[0].result[0]", "missing key 'original_width'"),
-    ("labelstudio-wrong-size", ls_case(lambda r: r.update(original_width=400)), "export.json",
+    ("labelstudio-wrong-size", ls_case(lambda r: r.update(original_width=400), every_box=True),
+     "export.json",
      "original_width", "is 400x100 px but the image is 200x100 px"),
 ]
 

@@ -401,19 +401,7 @@ def test_import_is_all_or_nothing_and_maps_classes(store):
     assert store.get_image(P, existing)["boxes"] == []
 
 
-# ---------------------------------------------------------------- tokens, async, backup
-def test_tokens_are_stored_hashed(store):
-    token = "Zm9vYmFyYmF6cXV4LXRva2Vu"
-    store.add_token(token, "team", P)
-    assert store.token_role(token) == ("team", P)
-    assert store.token_role(token + "x") is None and store.token_role("") is None
-    with pytest.raises(Invalid, match="project"):
-        store.add_token("0123456789abcdefgh", "team")
-    raw = b"".join(p.read_bytes() for p in store.db_path.parent.glob("camp.sqlite3*"))
-    assert token.encode() not in raw
-    assert hashlib.sha256(token.encode()).hexdigest().encode() in raw
-
-
+# ---------------------------------------------------------------- async, backup
 def test_submit_awaits_the_writer_without_blocking_the_loop(store):
     iid = add(store, "a")
 

@@ -104,8 +104,8 @@ async def _files(request: Request, field: str, most: int) -> list[UploadFile]:
     """The uploaded files of a multipart form field (1..most), or a 4xx."""
     ctype = request.headers.get("content-type", "")
     if not ctype.startswith("multipart/form-data"):
-        raise PhotoRejected(f"send multipart/form-data with the files in the field {field!r} "
-                            f"(got Content-Type {ctype or 'none'!r})", status=415)
+        raise PhotoRejected("request", f"send multipart/form-data with the files in the field "
+                            f"{field!r} (got Content-Type {ctype or 'none'!r})", status=415)
     try:
         form = await request.form(max_files=most, max_fields=20)
     except MultiPartException as e:
@@ -213,7 +213,7 @@ def create_app(data_dir: Path | str, lan: bool = False, public_url: str | None =
             try:
                 data = await f.read(MAX_UPLOAD_BYTES + 1)
                 if len(data) > MAX_UPLOAD_BYTES:
-                    raise PhotoRejected(f"{name}: {len(data):,}+ bytes is over the limit of "
+                    raise PhotoRejected(name, f"{len(data):,}+ bytes is over the limit of "
                                         f"{MAX_UPLOAD_BYTES:,} bytes per photo", status=413)
                 photo = await asyncio.to_thread(ingest_photo, data, name)
                 image, duplicate = await store.submit(

@@ -1,4 +1,4 @@
-"""The camp's write transactions for projects, classes, tokens, images (boxes: boxes.py).
+"""The camp's write transactions for projects, classes, images (boxes: boxes.py).
 
 Each runs on the writer thread as `fn(conn, ...)` inside a SAVEPOINT (writer.py): raising
 undoes it alone.
@@ -185,19 +185,6 @@ def set_classes(conn: sqlite3.Connection, pid: str, classes: list, edit_id: str)
         write_classes(conn, pid, classes)
         bump(conn, pid)
     return record(conn, edit_id, pid, "classes", {"classes": classes})
-
-
-def add_token(conn: sqlite3.Connection, token: str, role: str, pid: str | None) -> None:
-    if not isinstance(token, str) or not 16 <= len(token) <= 200:
-        raise Invalid("token: must be text of 16 to 200 characters")
-    if role not in ("team", "instructor"):
-        raise Invalid(f"role: {str(role)[:40]!r} is not 'team' or 'instructor'")
-    if (role == "team") != (pid is not None):
-        raise Invalid("project: a team token needs a project; an instructor token has none")
-    if pid is not None:
-        reads.project_row(conn, pid)
-    conn.execute("INSERT OR REPLACE INTO tokens (token_hash, role, project_id, created) "
-                 "VALUES (?, ?, ?, ?)", (reads.token_hash(token), role, pid, time.time()))
 
 
 def set_meta(conn: sqlite3.Connection, key: str, value: str) -> None:

@@ -71,7 +71,7 @@ def import_labelstudio(src: Source, *, allow_missing_images: bool = False) -> An
     `allow_missing_images` (then `data` is None and sizes come from `original_width`/
     `original_height`; a task with neither an image nor a box is skipped).
     """
-    bundle = Bundle.open(src, "export.json")
+    bundle = Bundle.open(src, "upload.json")
     name = find_json(bundle, "result.json")
     doc = bundle.json(name)
     if isinstance(doc, dict) and "images" in doc and "categories" in doc:

@@ -116,7 +116,7 @@ class Bundle:
         if src[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
             return cls._zip(bytes(src))
         if len(src) > MAX_JSON_BYTES:
-            raise ImportFailed(bare_name, "", f"larger than {MAX_JSON_BYTES >> 20} MB")
+            raise ImportFailed(bare_name, "", f"larger than {_size(MAX_JSON_BYTES)}")
         return cls(bare_name, {bare_name: (len(src), lambda: bytes(src))})
 
     @classmethod
@@ -139,7 +139,7 @@ class Bundle:
                 raise ImportFailed(name, "", "appears twice in the zip (duplicate file name)")
             total += info.file_size
             if total > MAX_TOTAL_BYTES:
-                raise ImportFailed("upload.zip", "", f"more than {MAX_TOTAL_BYTES >> 20} MB "
+                raise ImportFailed("upload.zip", "", f"more than {_size(MAX_TOTAL_BYTES)} "
                                    "uncompressed")
             readers[name] = (info.file_size, lambda i=info: _read_zip(archive, i))
         return cls("upload.zip", readers)
@@ -162,7 +162,7 @@ class Bundle:
             total += size
             if len(readers) >= MAX_ENTRIES or total > MAX_TOTAL_BYTES:
                 raise ImportFailed(str(root), "", f"more than {MAX_ENTRIES} files or "
-                                   f"{MAX_TOTAL_BYTES >> 20} MB")
+                                   f"{_size(MAX_TOTAL_BYTES)}")
             readers[name] = (size, path.read_bytes)
         return cls(str(root), readers)
 
@@ -188,7 +188,7 @@ class Bundle:
     def read(self, name: str, limit: int) -> bytes:
         size, reader = self._readers[name]
         if size > limit:
-            raise ImportFailed(name, "", f"larger than {limit >> 20} MB")
+            raise ImportFailed(name, "", f"larger than {_size(limit)}")
         return reader()
 
     def text(self, name: str) -> str:
@@ -221,6 +221,10 @@ def _read_zip(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
         return archive.read(info)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
         raise ImportFailed(info.filename, "", f"cannot be read from the zip ({exc})") from None
+
+
+def _size(n: int) -> str:
+    return f"{n >> 20} MB" if n >= 1 << 20 else f"{n} bytes"
 
 
 def safe_path(name: str, container: str) -> str | None:
@@ -259,7 +263,7 @@ def checked_image(file: str, data: bytes, width: int, height: int, declared_in: 
                   where: str) -> None:
     """ImportFailed unless the image really is `width` x `height` as `declared_in` says."""
     if len(data) > MAX_IMAGE_BYTES:
-        raise ImportFailed(file, "", f"larger than {MAX_IMAGE_BYTES >> 20} MB")
+        raise ImportFailed(file, "", f"larger than {_size(MAX_IMAGE_BYTES)}")
     real = image_size(file, data)
     if real != (width, height):
         turned = " (it is turned by its EXIF orientation tag)" if real == (height, width) else ""
@@ -290,7 +294,7 @@ def member(obj: object, key: str, file: str, where: str, kind: str, types: tuple
 def number(value: object, file: str, where: str) -> float:
     """A finite JSON number as float, else ImportFailed."""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ImportFailed(file, where, f"expected a number, got {type(value).__name__}")
+        raise ImportFailed(file, where, f"expected a number, got {json_type(value)}")
     if not math.isfinite(value):
         raise ImportFailed(file, where, "not a finite number")
     return float(value)

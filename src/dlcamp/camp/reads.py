@@ -6,7 +6,6 @@ snapshot) and returns plain dicts and lists, ready for JSON.
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 
 from dlcamp.core.errors import DlcampError
@@ -57,11 +56,6 @@ def image_json(row: tuple) -> dict:
 def box_json(row: tuple) -> dict:
     """The box JSON from a row of _BOX_COLS."""
     return dict(zip(("id", "label", "x1", "y1", "x2", "y2", "version"), row, strict=True))
-
-
-def token_hash(token: str) -> str:
-    """What the tokens table keeps of a token: its SHA-256 hex."""
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
 def project_row(conn: sqlite3.Connection, pid: str) -> tuple:
@@ -202,14 +196,6 @@ def snapshot(conn: sqlite3.Connection, pid: str) -> dict:
         image.update(zip(("sha256", "work_sha256", "thumb_sha256"), shas[row[0]], strict=True))
         images.append(image)
     return dict(project, images=images)  # the count stays in counts["images"]
-
-
-def token_role(conn: sqlite3.Connection, token: str) -> tuple[str, str | None] | None:
-    if not isinstance(token, str) or not token:
-        return None
-    row = conn.execute("SELECT role, project_id FROM tokens WHERE token_hash = ?",
-                       (token_hash(token),)).fetchone()
-    return (row[0], row[1]) if row else None
 
 
 def get_meta(conn: sqlite3.Connection, key: str) -> str | None:

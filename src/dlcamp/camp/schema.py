@@ -47,10 +47,6 @@ MIGRATIONS: list[str] = [
     CREATE TABLE edits (
         edit_id TEXT PRIMARY KEY, project_id TEXT, kind TEXT NOT NULL,
         response TEXT NOT NULL, created REAL NOT NULL);
-    CREATE TABLE tokens (
-        token_hash TEXT PRIMARY KEY,
-        role TEXT NOT NULL CHECK (role IN ('team', 'instructor')),
-        project_id TEXT REFERENCES projects(id) ON DELETE CASCADE, created REAL NOT NULL);
     """,
     # 2: indexes for the per-image box lists and changes?since=, and a key-value table for
     # server settings.

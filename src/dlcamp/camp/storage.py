@@ -1,6 +1,6 @@
 """The camp's storage: `CampStore`, one SQLite file plus content-addressed image files.
 
-    <data>/camp.sqlite3      projects, classes, images, boxes, edits, tokens (schema.py)
+    <data>/camp.sqlite3      projects, classes, images, boxes, edits (schema.py); tokens: auth.py
     <data>/blobs/ab/cdef...  originals, working copies, thumbnails by SHA-256 (blobs.py)
 
 Reads run on any thread, each thread with its own read-only connection, each read one
@@ -191,11 +191,6 @@ class CampStore:
         """The path of a blob (64 lowercase hex). Raises blobs.BadBlobId for anything else."""
         return self.blobs.path(sha)
 
-    def token_role(self, token: str) -> tuple[str, str | None] | None:
-        """(role, project id or None) of a token added with add_token, or None."""
-        with self._read() as conn:
-            return reads.token_role(conn, token)
-
     def get_meta(self, key: str) -> str | None:
         """A value of the small key-value table `meta` (server settings), or None."""
         with self._read() as conn:
@@ -271,11 +266,6 @@ class CampStore:
                                  work=self.blobs.put(item["work"]),
                                  thumb=self.blobs.put(item["thumb"])))
         return self._write(boxes.import_annotations, pid, prepared, classes)
-
-    def add_token(self, token: str, role: str, pid: str | None = None) -> None:
-        """Remember a token's role ("team" needs pid, "instructor" none); only its SHA-256 is
-        stored. Raises Invalid, NotFound."""
-        return self._write(edits.add_token, token, role, pid)
 
     def set_meta(self, key: str, value: str) -> None:
         """Set a value in the key-value table `meta`."""

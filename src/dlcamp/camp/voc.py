@@ -109,7 +109,7 @@ def import_voc(src: bytes | str | Path, *, allow_missing_images: bool = False) -
     """A Pascal VOC export (zip bytes or folder) -> Annotations.
 
     Images are looked up as JPEGImages/<filename>, else by the XML's stem with any image
-    extension; images without an XML come in unlabelled. A missing image raises
+    extension; they come in sorted by XML name, then the images without an XML (unlabelled). A missing image raises
     ImportFailed unless `allow_missing_images` (then `data` is None, sizes as declared).
     Raises ImportFailed for anything malformed, naming the XML element.
     """
@@ -208,7 +208,7 @@ def _image(bundle: Bundle, name: str, root: ET.Element, label_of: dict[str, int]
                                               f"{where}/bndbox/{t}")
                                   for t in ("xmin", "ymin", "xmax", "ymax"))
         for low, high, axis in ((xmin, xmax, "x"), (ymin, ymax, "y")):
-            if high < low:
+            if high <= low - 1:  # inclusive corners: xmax = xmin is one pixel wide
                 raise ImportFailed(name, f"{where}/bndbox/{axis}max",
                                    f"{axis}max {high:g} is less than {axis}min {low:g}")
         img.boxes.append(checked_box(name, f"{where}/bndbox", label_of[cname], xmin - 1,

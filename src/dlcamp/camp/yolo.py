@@ -20,7 +20,8 @@ The layout (https://docs.ultralytics.com/datasets/detect/):
 On import, `train`/`val`/`test` may each be a folder, a `.txt` list of image paths, or a list
 of those, relative to data.yaml (`path` is ignored: it names a folder on the machine that
 wrote the file; leading `../` are dropped, as in Roboflow's exports). A label file is found
-as Ultralytics does: the last `/images/` of the image path replaced by `/labels/`.
+as Ultralytics does: the last `/images/` of the image path replaced by `/labels/`. Images
+come in sorted by path (a file list keeps its order).
 """
 
 from __future__ import annotations

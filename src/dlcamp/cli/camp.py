@@ -16,6 +16,7 @@ from pathlib import Path
 
 from dlcamp.cli.argtypes import whole
 from dlcamp.core.errors import BadArgument
+from dlcamp.core.io import atomic_write_bytes
 
 DEFAULT_DATA = "camp-data"
 
@@ -34,7 +35,7 @@ def _classes(text: str) -> list[dict]:
 
 def _run(args: argparse.Namespace) -> int:
     from dlcamp.camp import server, transfer
-    from dlcamp.camp.auth import TokenBook
+    from dlcamp.camp.auth import TOKEN_FILE, TokenBook
     from dlcamp.camp.storage import CampStore
 
     data = Path(args.data)
@@ -50,7 +51,12 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.action == "backup":
         with CampStore(data) as store:
-            print(f"backed up to {store.backup(Path(args.target))}")
+            db = store.backup(Path(args.target))
+        tokens = data / TOKEN_FILE
+        if tokens.exists():  # so that a restored camp keeps the links phones joined with
+            atomic_write_bytes(db.parent / TOKEN_FILE, tokens.read_bytes())
+            (db.parent / TOKEN_FILE).chmod(0o600)
+        print(f"backed up to {db.parent} (database, photos, tokens)")
         return 0
     with CampStore(data) as store:
         if args.action == "new":
@@ -60,8 +66,6 @@ def _run(args: argparse.Namespace) -> int:
                   f"{TokenBook(data).team_token(made['id'])}")
         elif args.action == "export":
             out = Path(args.out or f"{args.project}-{args.format}.zip")
-            from dlcamp.core.io import atomic_write_bytes
-
             atomic_write_bytes(out, transfer.export_project(store, args.project, args.format))
             print(f"wrote {out}")
         elif args.action == "import":

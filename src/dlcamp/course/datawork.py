@@ -20,6 +20,7 @@ from dataclasses import replace
 from typing import Any
 
 import torch
+from torchvision.ops import box_iou
 
 from dlcamp.core.errors import BadArgument
 from dlcamp.core.utils import seed_everything
@@ -171,3 +172,25 @@ def detector_scores(trainer: Trainer, data: DetectionSet) -> dict[str, float]:
                              normalize=trainer.model.normalize)
     metrics = trainer.evaluate(loader)
     return {k: metrics[k] for k in ("map", "map_50", "map_75")}
+
+
+def found_at(trainer: Trainer, data: DetectionSet, score_threshold: float = 0.5,
+             iou: float = 0.5) -> dict[str, float]:
+    """What a user of the detector sees at one score threshold: "recall", the share of true
+    objects that some detection of the same class with score >= `score_threshold` overlaps
+    with IoU >= `iou`, and "precision", the share of those detections that overlap a true
+    object so. (mAP ranks detections and ignores the threshold; a detector that is right but
+    timid loses recall here.)"""
+    model = trainer.model.eval()
+    loader = DetectionLoader(data, 64, device=trainer.device, normalize=model.normalize)
+    objects = hits = shown = right = 0
+    with torch.no_grad():
+        for images, boxes, labels in loader:
+            found = model.detect(model(images), score_threshold)
+            for d, b, lab in zip(found, boxes, labels, strict=True):
+                truth, truth_labels = b[lab >= 0], lab[lab >= 0]                # (K, 4), (K,)
+                match = (box_iou(truth, d["boxes"]) >= iou) & (
+                    truth_labels[:, None] == d["labels"][None, :])               # (K, D)
+                objects, hits = objects + len(truth), hits + int(match.any(1).sum())
+                shown, right = shown + len(d["boxes"]), right + int(match.any(0).sum())
+    return {"recall": hits / max(objects, 1), "precision": right / max(shown, 1)}
