@@ -249,3 +249,37 @@ def test_teams_see_only_their_own_project(tmp_path):
         # the cookie now authorises plain GETs, e.g. <img src> on the page
         assert phone.get("/api/projects/team-2").status_code == 200
         assert phone.get("/api/projects/team-1").status_code == 403
+
+
+def test_the_camp_never_unpickles_or_parses_unsafely():
+    """No pickle, marshal, shelve or eval in the camp; XML parsed only through defusedxml (the
+    standard library's ElementTree may write XML, never read it), YAML only through safe_load:
+    an import reads files that strangers made."""
+    import ast
+    from pathlib import Path
+
+    import dlcamp.camp
+
+    unsafe_modules = {"pickle", "marshal", "shelve", "dill", "xml.dom.minidom", "xml.sax"}
+    xml_reads = {"parse", "fromstring", "iterparse", "XML", "XMLParser"}
+    for path in Path(dlcamp.camp.__file__).parent.glob("*.py"):
+        tree = ast.parse(path.read_text("utf-8"))
+        stdlib_xml = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+                stdlib_xml |= {a.asname or a.name for a in node.names
+                               if a.name.startswith("xml.")}
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                names = []
+            assert not unsafe_modules & set(names), f"{path.name} imports {names}"
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name | ast.Attribute):
+                name = node.func.id if isinstance(node.func, ast.Name) else node.func.attr
+                assert name not in {"eval", "exec", "load_all"}, f"{path.name} calls {name}"
+                if isinstance(node.func, ast.Attribute):
+                    owner = ast.unparse(node.func.value)
+                    assert not (name == "load" and owner in {"yaml", "torch"}), path.name
+                    assert not (name in xml_reads and owner in stdlib_xml), \
+                        f"{path.name}: {owner}.{name} reads XML without defusedxml"

@@ -415,6 +415,15 @@ MALFORMED = [  # (id, call, file, where contains, reason contains)
      "annotation/object[1]/name", "unknown class 'dog'"),
     ("voc-entity-bomb", ours_case("voc", {"Annotations/desk.xml": BOMB}),
      "Annotations/desk.xml", "", "entities"),
+    ("cvat-yolo-label-without-image", lambda: foreign.import_cvat_yolo(zipped(
+        fixture_files("cvat_yolo") | {"obj_train_data/desk.jpg": named_picture("desk.jpg"),
+                                      "train.txt": "data/obj_train_data/desk.jpg\n"})),
+     "obj_train_data/shelf.txt", "", "label file without an image"),
+    ("cvat-yolo-listed-image-missing", lambda: foreign.import_cvat_yolo(zipped(
+        fixture_files("cvat_yolo") | {f"obj_train_data/{n}": named_picture(n)
+                                      for n in ("desk.jpg", "shelf.png")}
+        | {"train.txt": "data/obj_train_data/desk.jpg\ndata/obj_train_data/nope.jpg\n"})),
+     "train.txt", "line 2", "nope.jpg is not in the upload"),
     ("labelstudio-rotated", ls_case(lambda r: r["value"].update(rotation=30)), "export.json",
      "[0].annotations[0].result[0].value.rotation", "rotated boxes (30 degrees)"),
     ("labelstudio-outside", ls_case(lambda r: r["value"].update(x=90)), "export.json",

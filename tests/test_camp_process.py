@@ -127,7 +127,7 @@ class Writer:
                 body = None
             else:
                 method = "PUT"
-                body.update(zip(("x1", "y1", "x2", "y2"), random_coords(rng, self.image)))
+                body.update(zip(("x1", "y1", "x2", "y2"), random_coords(rng, self.image), strict=True))
                 after = box_of(body, bid, version)
             self.in_flight, self.busy = (bid, before, after, method, path, body), True
             try:

@@ -15,9 +15,9 @@ decides; the format modules say which.
 An import is a zip (bytes), a bare JSON file (bytes) or a folder, read through `Bundle`:
 zip slip (`../`, absolute paths) is refused, and so are more than MAX_ENTRIES files, more
 than MAX_TOTAL_BYTES uncompressed, a JSON file over MAX_JSON_BYTES, a label/XML/YAML file
-over MAX_TEXT_BYTES and an image over MAX_IMAGE_BYTES or MAX_PIXELS. Nothing is extracted
-to disk. Every problem is one `ImportFailed(file, where, reason)`, raised before anything
-is returned: an import gives a complete `Annotations` or nothing.
+over MAX_TEXT_BYTES and an image over ingest.py's MAX_UPLOAD_BYTES or MAX_PIXELS. Nothing
+is extracted to disk. Every problem is one `ImportFailed(file, where, reason)`, raised
+before anything is returned: an import gives a complete `Annotations` or nothing.
 """
 
 from __future__ import annotations
@@ -34,14 +34,14 @@ from pathlib import Path, PurePosixPath
 
 from PIL import Image, UnidentifiedImageError
 
+from dlcamp.camp.ingest import MAX_PIXELS
+from dlcamp.camp.ingest import MAX_UPLOAD_BYTES as MAX_IMAGE_BYTES
 from dlcamp.core.errors import BadArgument, DlcampError
 
 MAX_ENTRIES = 50_000
 MAX_TOTAL_BYTES = 500 * 1024**2
 MAX_JSON_BYTES = 64 * 1024**2
 MAX_TEXT_BYTES = 4 * 1024**2
-MAX_IMAGE_BYTES = 25 * 1024**2
-MAX_PIXELS = 50_000_000
 BOX_TOLERANCE = 1.0  # px: a box edge up to this far outside the image is clipped, not refused
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 _PIL_FORMATS = {"JPEG", "MPO", "PNG", "BMP", "GIF", "WEBP", "TIFF"}
@@ -175,13 +175,11 @@ class Bundle:
     def rooted(self, *markers: str) -> Bundle:
         """This bundle, or its single top folder's content when that folder holds the files
         (a zip of a folder): unchanged if any of `markers` exists at the top."""
-        tops = {name.split("/", 1)[0] for name in self._readers}
-        if any(n == m or n.startswith(m + "/") for n in self._readers for m in markers):
+        names = list(self._readers)
+        if not names or any(n == m or n.startswith(m + "/") for n in names for m in markers):
             return self
-        if len(tops) != 1:
-            return self
-        top = next(iter(tops)) + "/"
-        if not all(name.startswith(top) for name in self._readers):
+        top = names[0].split("/", 1)[0] + "/"
+        if not all(n.startswith(top) for n in names):
             return self
         return Bundle(self.label, {n[len(top):]: r for n, r in self._readers.items()})
 
@@ -249,8 +247,7 @@ def image_size(file: str, data: bytes) -> tuple[int, int]:
             if im.format not in _PIL_FORMATS:
                 raise ImportFailed(file, "", f"{im.format} images are not accepted")
             w, h = im.size
-            orientation = im.getexif().get(0x0112, 1) if im.format in ("JPEG", "MPO",
-                                                                       "WEBP", "TIFF") else 1
+            orientation = im.getexif().get(0x0112, 1)  # as ingest.py orients working copies
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
             Image.DecompressionBombError) as exc:
         raise ImportFailed(file, "", f"not a readable image ({exc})") from None

@@ -109,8 +109,9 @@ def import_voc(src: bytes | str | Path, *, allow_missing_images: bool = False) -
     """A Pascal VOC export (zip bytes or folder) -> Annotations.
 
     Images are looked up as JPEGImages/<filename>, else by the XML's stem with any image
-    extension; they come in sorted by XML name, then the images without an XML (unlabelled). A missing image raises
-    ImportFailed unless `allow_missing_images` (then `data` is None, sizes as declared).
+    extension; they come sorted by XML name, then the images without an XML (unlabelled).
+    A missing image raises ImportFailed unless `allow_missing_images` (then `data` is None,
+    sizes as declared).
     Raises ImportFailed for anything malformed, naming the XML element.
     """
     bundle = Bundle.open(src, "annotation.xml").rooted("Annotations", "JPEGImages")

@@ -563,6 +563,7 @@ function render() {
     ctx.strokeRect(a.x, a.y, c.x - a.x, c.y - a.y); ctx.setLineDash([]);
     drawTag(`${className(S.curClass)} ${Math.round(r.x2 - r.x1)}×${Math.round(r.y2 - r.y1)}`, a.x, a.y, colour(S.curClass));
   }
+  if (d && d.touch && d.cur && (d.mode === "resize" || (d.mode === "draw" && d.moved))) drawLoupe(d);
   if (A.hover && !d && A.img) {   // crosshair guides help aim the first corner
     const p = A.hover;
     if (p.x >= A.tx && p.x <= A.tx + w && p.y >= A.ty && p.y <= A.ty + h) {
@@ -571,6 +572,28 @@ function render() {
       ctx.moveTo(p.x + .5, A.ty); ctx.lineTo(p.x + .5, A.ty + h); ctx.stroke(); ctx.setLineDash([]);
     }
   }
+}
+/** A finger hides what it points at: show the spot under it magnified in a corner. */
+function drawLoupe(d) {
+  if (!A.img) return;
+  const R = 58, Z = 2.5, W = canvas.clientWidth, p = d.cur;
+  const cx = p.x < W / 2 && p.y < 2 * R + 40 ? W - R - 12 : R + 12, cy = R + 12;
+  const s = A.scale * Z, q = toImage(p), X = (x) => cx + (x - q.x) * s, Y = (y) => cy + (y - q.y) * s;
+  ctx.save();
+  ctx.beginPath(); ctx.arc(cx, cy, R, 0, Math.PI * 2); ctx.clip();
+  ctx.fillStyle = "#2a2f36"; ctx.fillRect(cx - R, cy - R, 2 * R, 2 * R);
+  ctx.imageSmoothingEnabled = s < 3;
+  ctx.drawImage(A.img, X(0), Y(0), S.cur.width * s, S.cur.height * s);
+  ctx.lineWidth = 2;
+  for (const b of S.cur.boxes) { ctx.strokeStyle = colour(b.label); ctx.strokeRect(X(b.x1), Y(b.y1), (b.x2 - b.x1) * s, (b.y2 - b.y1) * s); }
+  if (d.mode === "draw") {
+    const r = rectFrom(d.startImg, q);
+    ctx.strokeStyle = colour(S.curClass); ctx.strokeRect(X(r.x1), Y(r.y1), (r.x2 - r.x1) * s, (r.y2 - r.y1) * s);
+  }
+  ctx.strokeStyle = "rgba(255,255,255,.9)"; ctx.lineWidth = 1;
+  ctx.beginPath(); ctx.moveTo(cx - R, cy + .5); ctx.lineTo(cx + R, cy + .5); ctx.moveTo(cx + .5, cy - R); ctx.lineTo(cx + .5, cy + R); ctx.stroke();
+  ctx.restore();
+  ctx.beginPath(); ctx.arc(cx, cy, R, 0, Math.PI * 2); ctx.lineWidth = 3; ctx.strokeStyle = "#fff"; ctx.stroke();
 }
 function drawTag(text, x, y, col) {
   ctx.font = "600 12px system-ui, 'Noto Sans CJK SC', 'WenQuanYi Micro Hei', sans-serif";
@@ -652,12 +675,12 @@ function onDown(e) {
   const sel = selectedBox();
   if (sel) {
     const h = hitHandle(sel, p, touch);
-    if (h >= 0) { A.drag = { mode: "resize", id: sel.id, handle: h, orig: boxState(sel), start: p }; return; }
+    if (h >= 0) { A.drag = { mode: "resize", id: sel.id, handle: h, orig: boxState(sel), start: p, touch }; return; }
     if (inside(sel, p, touch ? 8 : 2)) { A.drag = { mode: "move", id: sel.id, orig: boxState(sel), start: p }; return; }
   }
   // Elsewhere: a drag draws a new box (also inside other boxes); a click selects the box under it.
   const hit = hitBox(p);
-  A.drag = { mode: "draw", start: p, cur: p, startImg: toImage(p), hit: hit ? hit.id : null, moved: false };
+  A.drag = { mode: "draw", start: p, cur: p, startImg: toImage(p), hit: hit ? hit.id : null, moved: false, touch };
 }
 function onMove(e) {
   const p = pointOf(e);
@@ -683,6 +706,7 @@ function onMove(e) {
     draw(); return;
   }
   const W = S.cur.width, H = S.cur.height, o = d.orig;
+  d.cur = p;
   if (d.mode === "move") {
     const dx = clamp((p.x - d.start.x) / A.scale, -o.x1, W - o.x2), dy = clamp((p.y - d.start.y) / A.scale, -o.y1, H - o.y2);
     setLocal(d.id, { ...o, x1: round2(o.x1 + dx), x2: round2(o.x2 + dx), y1: round2(o.y1 + dy), y2: round2(o.y2 + dy) });
