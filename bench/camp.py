@@ -371,8 +371,8 @@ def main() -> None:
             asyncio.run(load(base, images, 1.0, tag="w"))  # warm-up
             for kind in ("raw", "httpx"):
                 row = measure(base, pid, images, short, kind, kind[0], args.quick)
-                rows.append({"run": f"{kind} client, {parser_name}", **row})
                 row.pop("editors")
+                rows.append({"run": f"{kind} client, {parser_name}", **row})
                 print(json.dumps(rows[-1]), flush=True)
             best = min(rows, key=lambda r: r["client_cpu_ms_per_edit"])["client"]
             seq = api(base, "GET", "/api/projects/bench")["seq"]

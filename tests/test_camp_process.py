@@ -127,7 +127,8 @@ class Writer:
                 body = None
             else:
                 method = "PUT"
-                body.update(zip(("x1", "y1", "x2", "y2"), random_coords(rng, self.image), strict=True))
+                coords = random_coords(rng, self.image)
+                body.update(zip(("x1", "y1", "x2", "y2"), coords, strict=True))
                 after = box_of(body, bid, version)
             self.in_flight, self.busy = (bid, before, after, method, path, body), True
             try:

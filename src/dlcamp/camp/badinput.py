@@ -14,6 +14,7 @@ beyond what `Target` describes.
 from __future__ import annotations
 
 import http.client
+import importlib.util
 import io
 import json
 import struct
@@ -24,6 +25,8 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from PIL import Image
+
+from dlcamp.camp.ingest import MAX_UPLOAD_BYTES
 
 BOUNDARY = "dlcampcampboundary"
 MULTIPART = f"multipart/form-data; boundary={BOUNDARY}"
@@ -168,8 +171,6 @@ def _imports(t: Target) -> list[CampRequest]:
 
 def _uploads(t: Target) -> list[CampRequest]:
     """Uploads that are not photos, or not uploads at all."""
-    from dlcamp.camp.ingest import MAX_UPLOAD_BYTES, _heif_decoder
-
     heic = b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + bytes(64)  # an iPhone photo's start
     pdf = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << >>\n%%EOF\n"
     svg = (b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="10" '
@@ -187,7 +188,7 @@ def _uploads(t: Target) -> list[CampRequest]:
         up("upload PDF", [("scan.pdf", pdf, "application/pdf")], 415),
         # a HEIC start that no decoder can read: 415 without pillow-heif, 422 (damaged) with
         up("upload HEIC (header only)", [("IMG_0001.HEIC", heic, "image/heic")],
-           422 if _heif_decoder() else 415),
+           422 if importlib.util.find_spec("pillow_heif") else 415),
         up("upload a truncated PNG", [("cut.png", tiny_png(64, 64)[:60], "image/png")], 422),
         up("upload of one photo over 25 MB",
            [("huge.jpg", b"\xff\xd8\xff\xe0" + bytes(MAX_UPLOAD_BYTES), "image/jpeg")], 413),

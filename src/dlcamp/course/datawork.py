@@ -8,6 +8,7 @@ experiment with the same detector and the same step budget:
     sloppy = corrupt_labels(train, grow=(0.2, 0.3), drop=0.3, seed=0)    # loose and missed boxes
     trainer = train_detector(sloppy, steps=150)      # the yolo recipe, a fixed step budget
     detector_scores(trainer, test)                   # {'map': ..., 'map_50': ..., 'map_75': ...}
+    found_at(trainer, test, score_threshold=0.5)     # {"recall": ..., "precision": ...}
 
 Boxes are (N, M, 4) corner pixels and labels (N, M) with -1 for padding, as in
 `dlcamp.data.detection.DetectionSet`.
@@ -174,23 +175,36 @@ def detector_scores(trainer: Trainer, data: DetectionSet) -> dict[str, float]:
     return {k: metrics[k] for k in ("map", "map_50", "map_75")}
 
 
+def recall_precision(found: list[dict[str, torch.Tensor]], boxes: torch.Tensor,
+                     labels: torch.Tensor, iou: float = 0.5) -> dict[str, float]:
+    """Detections against the truth, as a person reading them sees it. found: one dict per
+    image with "boxes" (D, 4) and "labels" (D,) (what `Detector.detect` returns); boxes
+    (B, M, 4) corner px and labels (B, M), -1 for padding. "recall": the share of true
+    objects that a detection of the same class overlaps with IoU >= `iou`; "precision": the
+    share of detections that overlap a true object so (1.0 when there is nothing to count)."""
+    objects = hits = shown = right = 0
+    for d, b, lab in zip(found, boxes, labels, strict=True):
+        truth, truth_labels = b[lab >= 0], lab[lab >= 0]                  # (K, 4), (K,)
+        match = (box_iou(truth.float(), d["boxes"].float()) >= iou) & (
+            truth_labels[:, None] == d["labels"][None, :])                 # (K, D)
+        objects, hits = objects + len(truth), hits + int(match.any(1).sum())
+        shown, right = shown + len(d["boxes"]), right + int(match.any(0).sum())
+    return {"recall": hits / objects if objects else 1.0,
+            "precision": right / shown if shown else 1.0}
+
+
 def found_at(trainer: Trainer, data: DetectionSet, score_threshold: float = 0.5,
              iou: float = 0.5) -> dict[str, float]:
-    """What a user of the detector sees at one score threshold: "recall", the share of true
-    objects that some detection of the same class with score >= `score_threshold` overlaps
-    with IoU >= `iou`, and "precision", the share of those detections that overlap a true
-    object so. (mAP ranks detections and ignores the threshold; a detector that is right but
-    timid loses recall here.)"""
+    """`recall_precision` of the trainer's detector on `data`, keeping the detections with
+    score >= `score_threshold`: what a user of the detector sees at that threshold. (mAP
+    ranks detections and ignores the threshold; a detector that is right but timid loses
+    recall here.)"""
     model = trainer.model.eval()
     loader = DetectionLoader(data, 64, device=trainer.device, normalize=model.normalize)
-    objects = hits = shown = right = 0
+    found, boxes, labels = [], [], []
     with torch.no_grad():
-        for images, boxes, labels in loader:
-            found = model.detect(model(images), score_threshold)
-            for d, b, lab in zip(found, boxes, labels, strict=True):
-                truth, truth_labels = b[lab >= 0], lab[lab >= 0]                # (K, 4), (K,)
-                match = (box_iou(truth, d["boxes"]) >= iou) & (
-                    truth_labels[:, None] == d["labels"][None, :])               # (K, D)
-                objects, hits = objects + len(truth), hits + int(match.any(1).sum())
-                shown, right = shown + len(d["boxes"]), right + int(match.any(0).sum())
-    return {"recall": hits / max(objects, 1), "precision": right / max(shown, 1)}
+        for images, b, lab in loader:
+            found += model.detect(model(images), score_threshold)
+            boxes += list(b)
+            labels += list(lab)
+    return recall_precision(found, boxes, labels, iou)

@@ -45,8 +45,8 @@ function uuid() {
 
 const TOKEN_KEY = "dlcamp-camp-token";
 const QUEUE_KEY = "dlcamp-camp-queue";
-const PALETTE = ["#e6194b", "#2f9e44", "#1c7ed6", "#f08c00", "#9c36b5", "#0c8599", "#d6336c",
-  "#846358", "#5c940d", "#364fc7"];
+const PALETTE = ["#e03131", "#2f9e44", "#1971c2", "#f08c00", "#9c36b5", "#0c8599", "#846358",
+  "#e64980", "#5c940d", "#364fc7"];   // neighbours differ in hue; white text reads on each
 const MAX_UPLOAD = 25 * 1024 * 1024;
 const IMAGE_EXT = /\.(jpe?g|jfif|png|webp|bmp|gif|tiff?|heic|heif)$/i;
 const STATUS_TEXT = {
@@ -216,7 +216,9 @@ function sendOp(op) {
   }
   return api(`${base}/copy_from/${op.src}`, { method: "POST", timeout: t, json: { edit_id: op.edit_id } });
 }
-const retryable = (e) => e.status === 0 || e.status === 408 || e.status === 429 || e.status >= 500;
+// Worth retrying with the same edit_id: no network, a timeout, a busy or restarting server, and a
+// token the server no longer takes (the edit waits for the team to rejoin instead of being lost).
+const retryable = (e) => [0, 401, 403, 408, 429].includes(e.status) || e.status >= 500;
 
 /** Send the head of the queue; on success the next; on a network error retry later. */
 async function pump() {
@@ -224,29 +226,31 @@ async function pump() {
   clearTimeout(Q.timer); Q.timer = null;
   Q.busy = true;
   const op = Q.ops[0];
-  let again = true;
+  let res = null, failure = null;
   try {
     if (op.base === undefined) { op.base = baseFor(op); saveQueue(); }
-    if (op.kind === "del" && !op.base) acknowledge(op, null);   // never reached the server
-    else acknowledge(op, await sendOp(op));
-    Q.delay = 0; Q.failing = false;
+    if (!(op.kind === "del" && !op.base)) res = await sendOp(op);   // a del of a never-made box
   } catch (e) {
-    if (!(e instanceof ApiError)) { console.error(e); e = new ApiError(-1, String(e), null); }
-    if (e.status === 409) {
-      Q.blocked = true; syncUI();
-      try { await resolveConflict(op, e.body || {}); } finally { Q.blocked = false; }
-    } else if (retryable(e)) {
-      Q.failing = true;
-      Q.delay = Math.min(Q.delay ? Q.delay * 2 : 1000, 15000);
-      Q.timer = setTimeout(pump, Q.delay);
-      again = false;
-      if (Q.delay >= 4000) say(`未保存，正在重试 Not saved yet, retrying: ${e.message}`, "error");
-    } else {
-      Q.ops.shift(); saveQueue();
-      say(`修改被拒绝 Edit refused: ${e.message}`, "error");
-      if (S.cur && S.cur.id === op.img && op.pid === S.pid && !pendingFor(op.img)) reloadCurrent();
-    }
-  } finally { Q.busy = false; }
+    failure = e instanceof ApiError ? e : new ApiError(-1, String(e), null);
+  }
+  let again = true;
+  if (!failure) {
+    Q.delay = 0; Q.failing = false;
+    try { acknowledge(op, res); } catch (e) { console.error(e); }   // never leave the queue busy
+  } else if (failure.status === 409) {
+    Q.blocked = true; syncUI();
+    try { await resolveConflict(op, failure.body || {}); } catch (e) { console.error(e); } finally { Q.blocked = false; }
+  } else if (retryable(failure)) {
+    Q.failing = true; again = false;
+    Q.delay = Math.min(Q.delay ? Q.delay * 2 : 1000, 15000);
+    Q.timer = setTimeout(pump, Q.delay);
+    if (Q.delay >= 4000 || failure.status === 401) say(`未保存，正在重试 Not saved yet, retrying: ${failure.message}`, "error");
+  } else {
+    Q.ops.shift(); saveQueue();
+    say(`修改被拒绝 Edit refused: ${failure.message}`, "error");
+    if (S.cur && S.cur.id === op.img && op.pid === S.pid && !pendingFor(op.img)) reloadCurrent();
+  }
+  Q.busy = false;
   syncUI();
   if (again) pump();
 }
@@ -256,11 +260,15 @@ function acknowledge(op, res) {
   Q.ops.shift(); Q.acks += 1; saveQueue();
   if (op.kind === "put" && res) versions.set(op.box, res.version);
   if (op.kind === "del") versions.set(op.box, (op.base || 0) + 1);
-  if (op.kind === "patch" && res) {
+  if (op.kind === "patch" && res) {   // res: the whole image now, a teammate's fields included
     imgVersions.set(op.img, res.version);
+    const fields = { no_objects: !!res.no_objects, review: res.review, version: res.version };
+    const settled = !Q.ops.some((o) => o.kind === "patch" && o.img === op.img);
     const entry = S.byId.get(op.img);
-    if (entry && !pendingFor(op.img)) Object.assign(entry, { version: res.version });
-    if (S.cur && S.cur.id === op.img) S.cur.version = res.version;
+    if (entry && settled) Object.assign(entry, fields);
+    if (S.cur && S.cur.id === op.img && op.pid === S.pid) {
+      if (settled) { Object.assign(S.cur, fields); refreshAnnot(); refreshThumb(op.img); } else S.cur.version = res.version;
+    }
   }
   if (op.kind === "copy" && res) copied(op, res.boxes || []);
   if (op.pid === S.pid) scheduleCounts();
@@ -294,8 +302,8 @@ async function resolveConflict(op, body) {
       op.base = current.version; op.edit_id = uuid(); saveQueue(); return;
     }
     const choice = await askConflict("队友改了这张图的状态 A teammate changed this image",
-      `他们的 Theirs: ${current ? `${current.no_objects ? "无目标 no objects, " : ""}review=${current.review}` : "?"}` +
-      ` · 你的 Yours: ${JSON.stringify(op.fields)}`);
+      `他们的 Theirs: ${current ? `${current.no_objects ? "无目标 no objects, " : ""}review=${current.review}` : "?"}\n` +
+      `你的 Yours: ${Object.entries(op.fields).map(([k, v]) => `${k}=${v}`).join(", ")}`);
     if (choice === "mine" && current) { op.base = current.version; op.edit_id = uuid(); saveQueue(); return; }
     Q.ops = Q.ops.filter((o) => !(o.kind === "patch" && o.img === op.img)); saveQueue();
     if (current) {
@@ -310,7 +318,7 @@ async function resolveConflict(op, body) {
   if (op.kind === "del" && !current) { acknowledge(op, null); return; }  // already gone
   const mine = op.kind === "del" ? null : op;
   const choice = await askConflict("队友改了这个框 A teammate changed this box",
-    `他们的 Theirs: ${describeBox(current)} · 你的 Yours: ${describeBox(mine)}`);
+    `他们的 Theirs: ${describeBox(current)}\n你的 Yours: ${describeBox(mine)}`);
   if (choice === "theirs") {
     Q.ops = Q.ops.filter((o) => o.box !== op.box); saveQueue();
     versions.set(op.box, current ? current.version : (versions.get(op.box) || 0) + 1);
@@ -431,10 +439,15 @@ function redo() {
   if (!a) { say("没有可重做的 Nothing to redo"); return; }
   run(a, "after"); st.undo.push(a); afterEdit();
 }
-function afterEdit() { refreshAnnot(); updateEntry(); renderThumbs(); }
+function afterEdit() {
+  refreshAnnot(); updateEntry();
+  if ($("#filter").value === "all" && $("#strip-filter").value === "all") refreshThumb(S.cur.id);
+  else renderThumbs();   // the image may have joined or left a filtered list
+}
 
 /* the user's edits ---------------------------------------------------------------------------- */
 function createBox(rect) {
+  if (!classes().length) { say("先在“数据”里添加类别 Add classes first (under Data)", "error"); return; }
   const id = uuid();
   const after = { label: S.curClass, ...rect };
   const action = { changes: [{ h: handle(id), before: null, after }] };
@@ -542,6 +555,8 @@ function render() {
   }
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   ctx.fillStyle = "#2a2f36"; ctx.fillRect(0, 0, W, H);
+  // For tests and tools: screen = (tx + x * scale, ty + y * scale), CSS px from the canvas corner.
+  canvas.dataset.view = `${A.scale.toFixed(6)},${A.tx.toFixed(2)},${A.ty.toFixed(2)}`;
   if (!S.cur) return;
   const w = S.cur.width * A.scale, h = S.cur.height * A.scale;
   if (A.img) {
@@ -832,11 +847,12 @@ async function openImage(id) {
   replayPending(id);
   if (entry) Object.assign(entry, { no_objects: S.cur.no_objects, review: S.cur.review });
   S.selected = null; A.img = null; A.hover = null;
+  canvas.dataset.imageId = String(id); canvas.dataset.loaded = "false";
   fitView(); refreshAnnot(); renderThumbs();
   try {
     const img = await loadWork(id);
     if (seq !== openSeq) return;
-    A.img = img;
+    A.img = img; canvas.dataset.loaded = "true";
     if (img.naturalWidth !== S.cur.width || img.naturalHeight !== S.cur.height)
       console.warn("working copy size differs from the image json", img.naturalWidth, img.naturalHeight);
     draw();
@@ -857,8 +873,10 @@ function updateEntry() {
 
 function gotoImage(id) {
   if (!id) return;
-  history.replaceState(null, "", `#/p/${encodeURIComponent(S.pid)}/label/${id}`);
-  if (S.view !== "label") route(); else openImage(id);
+  const hash = `#/p/${encodeURIComponent(S.pid)}/label/${id}`;
+  if (S.view !== "label") { location.hash = hash; return; }   // a new history entry: Back returns
+  history.replaceState(null, "", hash);                       // stepping through photos does not
+  openImage(id);
 }
 function step(delta) {
   if (!S.images.length) return;
@@ -885,6 +903,7 @@ async function nextUnlabelled(from = S.cur ? S.cur.id : 0) {
 function refreshAnnot() {
   const cur = S.cur;
   canvas.dataset.boxCount = cur ? String(cur.boxes.length) : "0";
+  canvas.dataset.selected = S.selected || "";
   $("#canvas-empty").hidden = !!cur || !S.pid;
   $("#img-name").textContent = cur ? cur.file_name : "—";
   const i = cur ? S.images.findIndex((im) => im.id === cur.id) : -1;
@@ -912,14 +931,19 @@ function renderClassList() {
   const sel = selectedBox();
   const active = sel ? sel.label : S.curClass;
   list.replaceChildren(...classes().map((c, i) => el("button", {
-    class: "class", type: "button", role: "option", dataset: { label: String(i) },
-    "aria-selected": String(i === active), title: `${className(i)}${i < 9 ? ` (${i + 1})` : ""}`,
+    class: "class", type: "button", dataset: { label: String(i) },
+    "aria-pressed": String(i === active), title: `${className(i)}${i < 9 ? ` (${i + 1})` : ""}`,
     onclick: () => { setClass(i); canvas.focus({ preventScroll: true }); },
   }, el("span", { class: "key" }, i < 9 ? String(i + 1) : ""),
   el("span", { class: "swatch", style: `background:${colour(i)}` }),
   el("span", { class: "nm" }, className(i)),
   el("span", { class: "n", "aria-label": `${per[i] || 0} 个框 boxes` }, String(per[i] || 0)))));
   if (!classes().length) list.append(el("p", { class: "muted small" }, "还没有类别：到“数据”里添加 No classes yet: add them under Data"));
+  const on = $(".class[aria-pressed='true']", list);   // on a phone the chips scroll sideways
+  if (on && S.view === "label" && list.scrollWidth > list.clientWidth) {
+    const left = on.offsetLeft - list.offsetLeft, right = left + on.offsetWidth;
+    if (left < list.scrollLeft || right > list.scrollLeft + list.clientWidth) list.scrollLeft = left - 8;
+  }
 }
 function renderBoxList() {
   const ul = $("#box-list");
@@ -959,8 +983,8 @@ const KEYS = [
   [["?"], "显示快捷键", "Show this list"],
 ];
 function openHelp() {
-  $("#help-table").replaceChildren(...KEYS.map(([keys, zh, en]) => el("tr", {},
-    el("td", {}, ...keys.map((k) => el("kbd", {}, k))), el("td", {}, zh, el("br"), el("small", {}, en)))));
+  $("#help-table").replaceChildren(...KEYS.map(([keys, zh, en]) => el("div", { class: "key-row" },
+    el("span", { class: "k" }, ...keys.map((k) => el("kbd", {}, k))), el("span", {}, zh, el("br"), el("small", {}, en)))));
   $("#help-dialog").showModal();
 }
 function typing(t) { return t && (t.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(t.tagName)); }
@@ -1023,6 +1047,11 @@ $("#zoom-in").addEventListener("click", () => zoomCentre(1.25));
 $("#zoom-out").addEventListener("click", () => zoomCentre(0.8));
 $("#zoom-fit").addEventListener("click", fitView);
 $("#help-btn").addEventListener("click", openHelp);
+// After a mouse or touch press on a tool, give the keys back to the canvas (Space must pan, not
+// press the tool again); keyboard users (detail === 0) keep their focus where it is.
+for (const bar of [$("#tools"), $(".imgbar"), $(".zoom-ctl")]) {
+  bar.addEventListener("click", (e) => { if (e.detail > 0 && S.view === "label") canvas.focus({ preventScroll: true }); });
+}
 
 /* thumbnails and counts ------------------------------------------------------------------------- */
 const thumbUrls = new Map();   // "pid/id" -> object URL
@@ -1063,6 +1092,11 @@ function thumbFor(where, im) {
   t.setAttribute("aria-label", t.title);
   t.classList.toggle("current", !!(S.cur && S.cur.id === im.id));
   return t;
+}
+function refreshThumb(id) {
+  const im = S.byId.get(id);
+  if (!im) return;
+  for (const where of ["thumbs", "strip"]) if (thumbEls[where].has(`${S.pid}/${id}`)) thumbFor(where, im);
 }
 function renderThumbs() {
   for (const [where, filter] of [["thumbs", $("#filter").value], ["strip", $("#strip-filter").value]]) {
@@ -1244,9 +1278,9 @@ function renderQueue() { for (const it of U.items) renderQueueItem(it); renderQu
 function renderQueueSummary() {
   const n = (s) => U.items.filter((x) => x.state === s).length;
   const busy = n("waiting") + n("uploading");
-  $("#queue-summary").textContent = `${n("done")}/${U.items.length}` +
-    (busy ? ` · 进行中 ${busy} in progress` : "") + (n("duplicate") ? ` · 重复 ${n("duplicate")} duplicates` : "") +
-    (n("error") ? ` · 失败 ${n("error")} failed` : "");
+  $("#queue-summary").textContent = [`完成 ${n("done")}/${U.items.length} done`,
+    busy ? `进行中 ${busy} in progress` : "", n("duplicate") ? `重复 ${n("duplicate")} duplicate` : "",
+    n("error") ? `失败 ${n("error")} failed` : ""].filter(Boolean).join(" · ");
   $("#queue-box").hidden = U.items.length === 0;
 }
 $("#queue-clear").addEventListener("click", () => {
@@ -1334,7 +1368,7 @@ $("#webcam-dialog").addEventListener("close", stopWebcam);
 /* projects ----------------------------------------------------------------------------------------- */
 function renderProjectSelect() {
   const sel = $("#project-select");
-  const opts = [el("option", { value: "" }, "选择项目 Choose a project…")];
+  const opts = [el("option", { value: "" }, "选择项目 Project…")];
   for (const p of S.projects) opts.push(el("option", { value: p.id }, `${p.name || p.id}`));
   sel.replaceChildren(...opts);
   sel.value = S.pid || "";
@@ -1346,6 +1380,7 @@ $("#project-select").addEventListener("change", (e) => {
   location.hash = `#/p/${encodeURIComponent(pid)}/${view}`;
 });
 async function loadProjects() {
+  if (!S.me) { S.projects = []; renderProjectSelect(); return; }
   try { S.projects = await api("/api/projects"); } catch (e) { S.projects = []; if (e.status !== 401) say(e.message, "error"); }
   renderProjectSelect();
 }
@@ -1464,6 +1499,7 @@ async function renderTeams() {
     ? "手机扫码加入，每队一个码；码就是口令，别公开。 Phones scan a code to join (one per team). A code is a password: keep it in the room."
     : "本机模式：只有这台电脑能打开。要让手机加入，用 dlcamp camp serve --host 0.0.0.0 启动。 Local mode: only this computer can connect. Start with --host 0.0.0.0 so phones can join.";
   const box = $("#tokens");
+  $("#print-codes").onclick = () => window.print();
   let list = [];
   try { list = await api("/api/tokens"); } catch (e) { box.replaceChildren(el("p", { class: "error" }, e.message)); return; }
   if (!list.length) { box.replaceChildren(el("p", { class: "muted" }, "还没有队伍口令。 No team tokens yet.")); return; }
@@ -1531,6 +1567,7 @@ async function openProject(pid, force = false) {
       if (!r.images.length || offset >= r.total) break;
     }
     if (S.pid !== pid) return false;
+    if (!S.projects.some((p) => p.id === pid)) await loadProjects();   // made since we last looked
     S.project = project; S.seq = project.seq || 0;
     S.images = imgs.sort((a, b) => a.id - b.id);
     S.byId = new Map(imgs.map((im) => [im.id, im]));
