@@ -33,8 +33,6 @@
 # 每次只改数据，看测试集上的 mAP 怎么变。最后是一张今晚就能照着做的清单。
 
 # %%
-from itertools import pairwise
-
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -70,7 +68,9 @@ print(f"{DATASET}: {len(train)} train / {len(test)} test / {len(shift)} shift im
 
 # %% [markdown]
 # 一次实验 = `train_detector`（按 yolo 的配方：AdamW、one-cycle 学习率、翻转和颜色增强，**正好** `STEPS` 步）
-# 加上 `detector_scores`（COCO 的 mAP@[.5:.95]、mAP@0.5 和 mAP@0.75，和 `dlcamp evaluate` 算的一样）。
+# 加上 `detector_scores`（COCO 的 mAP@[.5:.95]、mAP@0.5 和 mAP@0.75，和 `dlcamp evaluate` 算的一样），
+# 再加上 `found_at`：只留下分数 ≥ 0.5 的框（演示时屏幕上看到的就是这些）时的**召回率**（recall，
+# 真实物体找到了几成）和**精确率**（precision，报出来的框有几成是对的）。
 # 固定步数而不是固定轮数（epoch）：25 张图和 1000 张图花的训练时间相同，差别只来自数据。
 
 # %%
@@ -100,8 +100,10 @@ for n in SIZES:
           f"  | shift mAP@0.5 {r['shift']['map_50']:.3f}   ({r['seconds']:.1f} s)")
 
 fig, ax = plt.subplots(figsize=(6, 3.6))
-for split, style in (("test", "o-"), ("shift", "s--")):
-    ax.plot(SIZES, [curve[n][split]["map_50"] for n in SIZES], style, label=f"{split} mAP@0.5")
+for split, key, style in (("test", "map_50", "o-"), ("test", "map", "o:"),
+                          ("shift", "map_50", "s--")):
+    label = f"{split} " + ("mAP@0.5" if key == "map_50" else "mAP@[.5:.95]")
+    ax.plot(SIZES, [curve[n][split][key] for n in SIZES], style, label=label)
 ax.set_xscale("log")
 ax.set_xticks(SIZES, [str(n) for n in SIZES])
 ax.set_xlabel("training images (same number of steps)")
@@ -116,6 +118,8 @@ plt.show()
 # - 前面涨得快、后面涨得慢：每**翻一倍**带来的提升越来越小（大致是对数关系）。
 #   几十张到一两百张是最值钱的一段——这正是今晚一个队拍得出来的数量。
 # - 图片少的时候，同样的步数等于把几张图看了几十遍，模型在**背答案**（过拟合，overfitting）。
+#   反过来，图多了也要**多训练**：步数固定时，最大的训练集每张图只看了几遍，曲线末端会被压平。
+# - 每个点只训练了一次、测试集也只有一两百张，所以单个点有 ±0.03 左右的抖动：看走势，别看相邻两点。
 # - `shift` 那条线一直低得多：**多拍同一种照片，补不上"在别处拍"的差距**。这是下一节的事。
 
 # %% [markdown] slideshow={"slide_type": "slide"}
@@ -159,7 +163,7 @@ plt.show()
 
 # %% [markdown]
 # 窄数据训练出的检测器，换一张桌子就不灵了：它学到的很大一部分是"不是木纹的东西就是水果"，
-# 所以在新背景上到处报假警（precision 低）。而图片的**数量**两边完全一样。
+# 所以在新背景上到处报假警（精确率很低）。而图片的**数量**两边完全一样。
 # 用条件标签把测试集拆开看：只挑背景正好是那张木纹桌面的测试图，窄数据的检测器其实不差——
 # 它没学错，只是只学了一个地方。
 
@@ -170,8 +174,9 @@ for name, r in runs.items():
     at_home, elsewhere = (detector_scores(r["trainer"], d)["map_50"] for d in (home, away))
     print(f"{name:7s} mAP@0.5 on its table ({len(home)} test images) {at_home:.3f}, "
           f"on the other {len(away)} {elsewhere:.3f}")
-#
-# ### 协变量偏移（covariate shift）
+
+# %% [markdown] slideshow={"slide_type": "slide"}
+# ## 协变量偏移（covariate shift）
 #
 # 把一张照片记作 $x$，它的标注（框和类别）记作 $y$。训练数据来自分布 $p_\text{train}(x, y)$，
 # 组织者的测试集来自 $p_\text{test}(x, y)$。**协变量偏移**说的是：
@@ -229,9 +234,9 @@ for name, r in quality.items():
 # %% [markdown]
 # - 松的框：mAP@0.5 只掉一点，**mAP@0.75 掉得最多**。比赛用的是 COCO 的 mAP@[.5:.95]（0.5 到 0.95 十个阈值的平均），
 #   高阈值那一半几乎全丢。
-# - 漏的框：mAP 是按分数**排序**算的，掉得不多；但模型学会了"三成的水果是背景"，变得**胆小**：
-#   分数普遍偏低，在常用的阈值 0.5 下**召回率**（recall）明显下降——演示时它就是"看不见"一部分水果。
-#   precision 反而不低：它报出来的基本都对，只是报得少。
+# - 漏的框：mAP 是按分数**排序**算的，几乎不变（甚至可能略高）；但模型学会了"三成的水果是背景"，变得**胆小**：
+#   分数普遍偏低，在常用的阈值 0.5 下召回率明显下降——演示时它就是"看不见"一部分水果。
+#   精确率反而不低：它报出来的基本都对，只是报得少。
 #
 # 一张图里每个物体都要框上；框要**紧贴**物体可见部分的边缘。画不准的宁可删掉这张图，也别留下一个错的标注。
 
@@ -279,16 +284,22 @@ tight_t, loose_t = quality["tight"]["test"], quality["loose"]["test"]
 keep_50, keep_75 = loose_t["map_50"] / tight_t["map_50"], loose_t["map_75"] / tight_t["map_75"]
 recall_drop = quality["tight"]["found"]["recall"] - quality["missed"]["found"]["recall"]
 assert condition_counts(narrow, "background") == {TABLE: len(narrow)}
-# The margins below hold over seeds 0, 1 and 2 (quick: smallest margin seen / 2 or less).
+# Quick-mode margins are at most half the smallest margin measured over seeds 0, 1 and 2.
 assert last >= first + (0.05 if QUICK else 0.1), curve              # more images, better
 assert varied_r["test"]["map_50"] >= narrow_r["test"]["map_50"] + 0.2  # variety beats count
 assert keep_75 < 0.6 and keep_75 < keep_50, (keep_50, keep_75)     # loose boxes cost IoU 0.75
 assert recall_drop >= 0.05, recall_drop                             # missed boxes: timid
-if not QUICK:  # the full claims
-    assert all(curve[b]["test"]["map_50"] >= curve[a]["test"]["map_50"] - 0.03
-               for a, b in pairwise(SIZES)), curve                  # the curve rises
+if not QUICK:  # the full claims: the curve rises (larger half against smaller half) ...
+    half = len(SIZES) // 2
+    for split, key in (("test", "map"), ("shift", "map_50")):
+        small, large = ([curve[n][split][key] for n in part]
+                        for part in (SIZES[:half], SIZES[half:]))
+        assert np.mean(large) >= np.mean(small) + 0.05, (split, key, small, large)
+    # ... variety wins on the shifted split, loose boxes lose most of mAP@0.75, missed boxes
+    # lower recall at score 0.5 but not precision
     assert varied_r["shift"]["map_50"] >= narrow_r["shift"]["map_50"] + 0.1
-    assert keep_75 < 0.5 and quality["missed"]["test"]["map"] < tight_t["map"]
+    assert keep_75 < 0.5
+    assert quality["missed"]["found"]["precision"] >= quality["tight"]["found"]["precision"] - 0.03
 print(f"lesson 5.01 done: test mAP@0.5 {first:.3f} with {SIZES[0]} images -> {last:.3f} with "
       f"{SIZES[-1]}; narrow {narrow_r['test']['map_50']:.3f} vs varied "
       f"{varied_r['test']['map_50']:.3f} (shift {narrow_r['shift']['map_50']:.3f} vs "
