@@ -286,7 +286,7 @@ async def load(base: str, images: list[dict], seconds: float, clients: int = 16,
     windows = [per_second[s] for s in range(int(wall))] or [len(ends)]
     return {"client": kind, "clients": clients, "seconds": wall, "edits": len(latencies),
             "edits_per_s": len(latencies) / wall, "min_1s_window": min(windows),
-            "median_1s_window": statistics.median(windows),
+            "median_1s_window": statistics.median(windows), "windows": windows,
             "p50_ms": 1e3 * latencies[len(latencies) // 2],
             "p99_ms": 1e3 * latencies[int(len(latencies) * 0.99)],
             "max_ms": 1e3 * latencies[-1], "5xx": sum(n for s, n in statuses.items()
@@ -325,6 +325,53 @@ def verify(base: str, result: dict, seq_before: int, pid: str = "bench") -> dict
     return {"acknowledged": acked, "applied_by_server": seq - seq_before,
             "boxes_wrong_or_extra": mismatched, "replays": len(sample),
             "replays_wrong": replay_wrong, "applied_by_replays": seq_after - seq}
+
+
+# where the server's GIL time goes: (category, path fragments); the deepest frame matching
+# any fragment decides a sample's category
+PROFILE_CATEGORIES = [
+    ("writer: the edit's SQL", ("camp/boxes.py", "camp/edits.py", "camp/reads.py")),
+    ("writer: batching, COMMIT, futures", ("camp/writer.py",)),
+    ("thread-pool hops (sync dependencies)", ("to_thread.py", "anyio/_backends")),
+    ("pydantic validation", ("pydantic/",)),
+    ("FastAPI: dependencies, parameters, body", ("fastapi/dependencies/",
+                                                 "get_request_handler", "Request.body")),
+    ("response serialisation", ("serialize_response", "jsonable_encoder", "JSONResponse")),
+    ("camp endpoints, guard, store.submit", ("camp/api.py", "camp/storage.py",
+                                             "camp/guard.py")),
+    ("Starlette/FastAPI middleware, routing", ("starlette/", "fastapi/", "uvicorn/middleware")),
+    ("uvicorn protocol, httptools/h11", ("uvicorn/protocols", "httptools", "h11/")),
+    ("asyncio loop, sockets, wake-ups", ("asyncio/", "selectors.py")),
+    ("threading, queues", ("threading.py", "queue.py")),
+]
+
+
+def start_profile(pid: int, seconds: float, out: Path) -> subprocess.Popen | None:
+    """py-spy sampling the GIL holder of `pid` for `seconds` (None if py-spy is missing)."""
+    spy = Path(sys.executable).with_name("py-spy")
+    if not spy.exists():
+        print("--profile: py-spy is not installed (pip install py-spy)")
+        return None
+    return subprocess.Popen([str(spy), "record", "-p", str(pid), "-d", str(int(seconds)),
+                             "-r", "200", "--gil", "--threads", "--nonblocking", "--format",
+                             "raw", "-o", str(out)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def profile_shares(raw: Path) -> dict[str, float]:
+    """py-spy's raw stacks -> {category: share of the samples that held the GIL}."""
+    counts, total = Counter(), 0
+    for line in raw.read_text().splitlines():
+        stack, n = line.rsplit(" ", 1)
+        name = "other"
+        for frame in reversed(stack.split(";")):
+            hit = [c for c, keys in PROFILE_CATEGORIES if any(k in frame for k in keys)]
+            if hit:
+                name = hit[0]
+                break
+        counts[name] += int(n)
+        total += int(n)
+    return {name: n / total for name, n in counts.most_common()}
 
 
 def sweep(base: str, lan: str, lan_data: Path, image: dict) -> dict:
@@ -369,13 +416,16 @@ def measure(base: str, pid: int, images: list, seconds: float, kind: str, tag: s
 
 def main() -> None:
     p = parser(__doc__)
-    p.add_argument("--seconds", type=float, default=25, help="the main run (default 25 s)")
-    p.add_argument("--compare-seconds", type=float, default=8,
-                   help="each client/parser comparison run (default 8 s)")
+    p.add_argument("--seconds", type=float, help="the main run (default 25 s, --quick 3 s)")
+    p.add_argument("--compare-seconds", type=float,
+                   help="each client/parser comparison run (default 8 s, --quick 2 s)")
     p.add_argument("--clients", type=int, default=16)
+    p.add_argument("--profile", action="store_true", help="sample the server with py-spy "
+                   "during the main run: where its GIL time goes (the run is slower then)")
     p.set_defaults(out=ROOT / "bench" / "results" / "camp.json")
     args = p.parse_args()
-    seconds, short = (3, 2) if args.quick else (args.seconds, args.compare_seconds)
+    seconds = args.seconds or (3 if args.quick else 25)
+    short = args.compare_seconds or (2 if args.quick else 8)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -390,7 +440,9 @@ def main() -> None:
                 print(json.dumps(rows[-1]), flush=True)
             best = min(rows, key=lambda r: r["client_cpu_ms_per_edit"])["client"]
             seq = api(base, "GET", "/api/projects/bench")["seq"]
+            spy = start_profile(pid, seconds - 2, tmp / "spy.txt") if args.profile else None
             main_row = measure(base, pid, images, seconds, best, "m", args.quick)
+            profile = profile_shares(tmp / "spy.txt") if spy and spy.wait() == 0 else None
             checks = verify(base, main_row, seq)
             main_row = {"run": f"MAIN: {best} client, {parser_name}", **main_row, **checks}
             rows.append(main_row)
@@ -436,7 +488,11 @@ def main() -> None:
                 f"{swept['no_answer']} cut without an answer; servers alive after: "
                 f"{swept['alive_after']}.")
     md = f"{md}\n\n{checks_md}\n\n{sweep_md}"
-    report(args, "camp", rows, md, {"sweep": swept, "bar_met": bar})
+    if profile:
+        md += ("\n\nServer profile of the main run (py-spy --gil, share of the samples in which "
+               "a server thread held the GIL): " + ", ".join(
+                   f"{name} {share:.0%}" for name, share in profile.items()) + ".")
+    report(args, "camp", rows, md, {"sweep": swept, "bar_met": bar, "profile": profile})
     if not args.quick:
         body = (f"Command: `python bench/camp.py --seconds {seconds:g}`. {args.clients} "
                 f"clients (asyncio, one keep-alive connection each) against `dlcamp camp serve` "
