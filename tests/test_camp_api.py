@@ -283,3 +283,35 @@ def test_the_camp_never_unpickles_or_parses_unsafely():
                     assert not (name == "load" and owner in {"yaml", "torch"}), path.name
                     assert not (name in xml_reads and owner in stdlib_xml), \
                         f"{path.name}: {owner}.{name} reads XML without defusedxml"
+
+
+def test_names_are_cleaned_and_exports_use_the_real_format(client):
+    make_project(client)
+    odd = ["../../etc/passwd", "\u202egpj.exe", "名" * 250 + ".jpg", "IMG_7.heic"]
+    images = upload(client, "team-1", [phone_photo(i) for i in range(4)], odd).json()["images"]
+    stored = [x["image"]["file_name"] for x in images]
+    assert stored[:2] == ["passwd", "gpj.exe"] and stored[3] == "IMG_7.heic"
+    assert len(stored[2].encode()) < 255
+    exported = client.get("/api/projects/team-1/export", params={"format": "yolo"})
+    names = zipfile.ZipFile(io.BytesIO(exported.content)).namelist()
+    pictures = sorted(n.rsplit("/", 1)[-1] for n in names if n.startswith("images/"))
+    assert pictures[:3] == ["IMG_7.jpg", "gpj.jpg", "passwd.jpg"]  # JPEG bytes, .jpg names
+    assert all(len(n.rsplit("/", 1)[-1].encode()) < 255 for n in names)
+    make_project(client, "team-2")
+    again = client.post("/api/projects/team-2/import", params={"format": "yolo"},
+                        files={"file": ("t.zip", exported.content)})
+    assert again.status_code == 200 and again.json()["images_added"] == 4
+
+
+def test_numbers_must_be_numbers(client):
+    make_project(client)
+    iid = upload(client, "team-1", [phone_photo(0)]).json()["images"][0]["image"]["id"]
+    url = f"/api/projects/team-1/images/{iid}/boxes/b1"
+    for field, value in (("label", True), ("x1", "10"), ("base_version", 0.5)):
+        body = dict(box_body(0, 1, 2, 30, 40), **{field: value})
+        r = client.put(url, json=body)
+        assert r.status_code == 422 and field in r.json()["detail"], (field, r.text)
+    huge = 10**23
+    assert client.get("/api/projects/team-1/next", params={"after": huge}).status_code == 422
+    assert client.get("/api/projects/team-1/changes",
+                      params={"since": huge}).status_code == 422

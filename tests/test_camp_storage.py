@@ -67,8 +67,25 @@ def test_an_older_database_is_upgraded_and_keeps_its_data(tmp_path):
         s.set_meta("secret", "x")  # the table migration 2 adds
         assert s.get_meta("secret") == "x"
     conn = sqlite3.connect(tmp_path / schema.DB_NAME)
-    assert schema.version(conn) == schema.SCHEMA_VERSION == 2
+    assert schema.version(conn) == schema.SCHEMA_VERSION == 3
     conn.close()
+
+
+def test_edits_stored_before_fingerprints_still_replay(tmp_path):
+    conn = schema.connect(tmp_path / schema.DB_NAME)
+    assert schema.migrate(conn, target=2) == 2
+    conn.execute("INSERT INTO projects (id, name, created) VALUES ('old', 'Old', 0)")
+    conn.execute("INSERT INTO edits (edit_id, project_id, kind, response, created) VALUES "
+                 """('e-old', 'old', 'classes', '{"classes": []}', 0)""")
+    conn.close()
+    with CampStore(tmp_path) as s:  # migration 3 adds edits.request, NULL for old rows
+        assert s.set_classes("old", ["cup"], "e-old") == {"classes": []}  # the stored answer
+        assert s.get_project("old")["classes"] == []
+        with pytest.raises(Invalid, match="different request"):  # kind still checked
+            s.patch_image("old", 1, "e-old", 1, review="done")
+        s.set_classes("old", ["cup"], "e-new")
+        with pytest.raises(Invalid, match="different request"):  # new rows: fingerprinted
+            s.set_classes("old", ["cup", "pen"], "e-new")
 
 
 def test_a_database_from_a_newer_dlcamp_is_refused(tmp_path):
@@ -183,10 +200,45 @@ def test_replaying_an_edit_id_returns_the_same_response_and_changes_nothing(stor
     s = seq(store)
     image = store.get_image(P, iid)
     assert len(image["boxes"]) == 1 and image["version"] == 2 and seq(store) == s
-    with pytest.raises(Invalid, match="edit_id.*another request"):
+    with pytest.raises(Invalid, match="edit_id.*different request"):
         store.patch_image(P, iid, "e1", 2, review="done")
     with pytest.raises(Invalid, match="edit_id"):
         store.put_box(P, iid, "b9", "bad id with spaces", 0, 0, 1, 1, 5, 5)
+
+
+def test_an_edit_id_replayed_with_another_request_is_refused(store):
+    iid, other = add(store, "a"), add(store, "b")
+    first = store.put_box(P, iid, "b1", "e1", 0, 0, 10, 10, 50, 50)
+    s = seq(store)
+    refused = [lambda: store.put_box(P, iid, "b9", "e1", 0, 0, 10, 10, 50, 50),  # other box
+               lambda: store.put_box(P, other, "b1", "e1", 0, 0, 10, 10, 50, 50),  # image
+               lambda: store.put_box(P, iid, "b1", "e1", 0, 1, 10, 10, 50, 50),  # label
+               lambda: store.put_box(P, iid, "b1", "e1", 0, 0, 10, 10, 50, 51),  # a corner
+               lambda: store.put_box(P, iid, "b1", "e1", 1, 0, 10, 10, 50, 50)]  # version
+    for edit in refused:
+        with pytest.raises(Invalid, match="'e1' was already used for a different request; "
+                                          "send a new edit_id"):
+            edit()
+    assert store.put_box(P, iid, "b1", "e1", 0, 0, 10.0, 10, 50.0, 50) == first  # same values
+    assert seq(store) == s and [b["id"] for b in store.get_image(P, iid)["boxes"]] == ["b1"]
+    assert store.get_image(P, other)["boxes"] == []
+    store.delete_box(P, iid, "b1", "d1", 1)
+    with pytest.raises(Invalid, match="different request"):
+        store.delete_box(P, iid, "b2", "d1", 1)
+    store.put_box(P, other, "o1", "e2", 0, 0, 1, 1, 5, 5)
+    third = add(store, "c")
+    assert len(store.copy_boxes(P, iid, other, "c1")["boxes"]) == 1
+    with pytest.raises(Invalid, match="different request"):
+        store.copy_boxes(P, third, other, "c1")  # would have copied onto another image
+    assert store.get_image(P, third)["boxes"] == []
+    store.patch_image(P, iid, "p1", 1, review="done")
+    with pytest.raises(Invalid, match="different request"):
+        store.patch_image(P, iid, "p1", 1, review="needs_fix")
+    store.set_classes(P, CLASSES + ["phone"], "k1")
+    with pytest.raises(Invalid, match="different request"):
+        store.set_classes(P, CLASSES + ["ball"], "k1")
+    assert store.get_image(P, iid, with_boxes=False)["review"] == "done"
+    assert store.get_project(P)["classes"][-1]["name"] == "phone"
 
 
 def test_creating_a_box_again_with_the_same_content_is_idempotent(store):
@@ -399,6 +451,135 @@ def test_import_is_all_or_nothing_and_maps_classes(store):
     assert project["counts"]["per_class"] == [0, 1, 0, 1]  # pen -> 1, phone -> 3
     assert project["counts"]["no_objects"] == 1 and project["images"] == 3
     assert store.get_image(P, existing)["boxes"] == []
+
+
+def _item(tag, boxes, width=100, height=80, **kw):
+    return {"original": tag.encode() if isinstance(tag, str) else tag, "work": b"w",
+            "thumb": b"t", "file_name": "f.jpg", "width": width, "height": height,
+            "orig_width": width, "orig_height": height, "boxes": boxes, **kw}
+
+
+def test_import_merges_boxes_into_images_already_there(store):
+    a, b = add(store, "a", 640, 480), add(store, "b", 640, 480)
+    store.put_box(P, a, "a1", "e1", 0, 0, 10, 10, 50, 50)
+    version_b = store.get_image(P, b, with_boxes=False)["version"]
+    imported = [(0, 10.4, 9.6, 50.5, 49.5),  # within 0.5 px of a1: the same box
+                (1, 10, 10, 50, 50),  # same place, another label: a new box
+                (0, 10, 10, 50.6, 50)]  # 0.6 px off: a new box
+    items = [_item(b"orig-a", imported, 640, 480, no_objects=True),  # has boxes: not marked
+             _item(b"orig-b", [], 640, 480, no_objects=True),
+             _item("new", [(2, 1, 1, 9, 9)])]
+    result = store.import_annotations(P, items)
+    assert result == {"images_added": 1, "boxes_added": 3, "duplicates": 2}
+    boxes_a = {(x["label"], x["x2"]) for x in store.get_image(P, a)["boxes"]}
+    assert boxes_a == {(0, 50.0), (1, 50.0), (0, 50.6)}
+    image_a, image_b = (store.get_image(P, i, with_boxes=False) for i in (a, b))
+    assert not image_a["no_objects"]
+    assert image_b["no_objects"] and image_b["version"] == version_b + 1
+    assert store.get_project(P)["images"] == 3
+    s = seq(store)
+    again = store.import_annotations(P, items)  # the same import again adds nothing
+    assert again == {"images_added": 0, "boxes_added": 0, "duplicates": 3}
+    assert store.get_project(P)["boxes"] == 4
+    assert store.changes(P, s)["images"] == []  # and changes no image
+    # boxes in another size of the same photo are scaled onto the stored working copy
+    doubled = store.import_annotations(P, [_item(b"orig-a", [(2, 100, 100, 200, 160)],
+                                                 1280, 960)])
+    assert doubled["boxes_added"] == 1
+    assert {(x["label"], x["x1"], x["y2"]) for x in store.get_image(P, a)["boxes"]} >= {
+        (2, 50.0, 80.0)}
+
+
+def test_import_merge_is_all_or_nothing(store):
+    a = add(store, "a", 640, 480)
+    s, boxes_before = seq(store), store.get_project(P)["boxes"]
+    items = [_item(b"orig-a", [(0, 1, 1, 9, 9)], 640, 480), _item("bad", [(0, 1, 1, 200, 9)])]
+    with pytest.raises(Invalid, match=r"images\[1\].*boxes\[0\].x2"):
+        store.import_annotations(P, items)
+    assert seq(store) == s and store.get_project(P)["boxes"] == boxes_before
+    assert store.get_image(P, a)["boxes"] == []
+
+
+def test_import_of_an_export_into_its_own_project_adds_nothing(store):
+    from io import BytesIO
+
+    from PIL import Image
+
+    from dlcamp.camp import transfer
+    from dlcamp.camp.ingest import ingest_photo
+
+    jpeg = BytesIO()
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(jpeg, "JPEG")
+    photo = ingest_photo(jpeg.getvalue(), "red.jpg")
+    image, _ = store.add_image(P, photo.original, "red.jpg", photo.work, photo.thumb,
+                               photo.width, photo.height, photo.orig_width, photo.orig_height)
+    store.put_box(P, image["id"], "r1", "e1", 0, 1, 3.3, 4.7, 40.1, 30.9)
+    for fmt in transfer.EXPORT_FORMATS:
+        data = transfer.export_project(store, P, fmt)
+        result = transfer.import_project(store, P, fmt, data)
+        assert result == {"images_added": 0, "boxes_added": 0, "duplicates": 1}, fmt
+    assert [b["id"] for b in store.get_image(P, image["id"])["boxes"]] == ["r1"]
+
+
+def test_huge_after_and_since_are_invalid_not_overflow(store):
+    a = add(store, "a")
+    for bad in (99999999999999999999999, 2**62 + 1, -1, 10**5000, True, "5"):
+        with pytest.raises(Invalid, match="after: must be an integer from 0 to"):
+            store.next_image(P, after=bad)
+        with pytest.raises(Invalid, match="since: must be an integer from 0 to"):
+            store.changes(P, bad)
+    assert store.next_image(P, after=2**62)["id"] == a  # wraps round
+    assert store.changes(P, 2**62)["images"] == []
+
+
+def test_class_list_limits_are_the_same_everywhere(store):
+    from dlcamp.camp.reads import MAX_CLASS_NAME, MAX_CLASSES
+
+    assert (MAX_CLASSES, MAX_CLASS_NAME) == (100, 60)
+    many = [f"c{k}" for k in range(101)]
+    with pytest.raises(Invalid, match="classes: 101 classes; a project has at most 100"):
+        store.create_project("big", "Big", many)
+    assert len(store.create_project("big", "Big", many[:100])["classes"]) == 100
+    with pytest.raises(Invalid, match="101 classes"):
+        store.set_classes(P, many, "k1")
+    with pytest.raises(Invalid, match=r"classes \(the project's.*: 101 classes"):
+        store.import_annotations(P, [_item("x", [(0, 1, 1, 9, 9)])], classes=many[:98])
+    assert store.get_project(P)["images"] == 0 and len(store.get_project(P)["classes"]) == 3
+    store.import_annotations(P, [_item("x", [(96, 1, 1, 9, 9)])], classes=many[:97])
+    assert len(store.get_project(P)["classes"]) == 100  # 3 + 97 appended: just fits
+    for bad, message in (("x" * 61, r"name: at most 60"), ("  \t ", "name: must not be empty"),
+                         ("", "name: must not be empty")):
+        with pytest.raises(Invalid, match=r"classes\[1\]\." + message):
+            store.create_project("t3", "x", ["ok", bad])
+    with pytest.raises(Invalid, match=r"classes\[1\].name.*twice"):
+        store.set_classes(P, ["Cup", " cup "], "k2")
+    assert store.create_project("t3", "x", [" " + "y" * 60 + " "])["classes"][0]["name"] == (
+        "y" * 60)
+
+
+def test_an_image_holds_at_most_500_live_boxes(store):
+    from dlcamp.camp.reads import MAX_BOXES_PER_IMAGE
+
+    assert MAX_BOXES_PER_IMAGE == 500
+    grid = [(0, x, y, x + 1, y + 1) for x in range(25) for y in range(20)]  # 500 boxes
+    with pytest.raises(Invalid, match=r"images\[0\].*501 boxes; an image holds at most 500"):
+        store.import_annotations(P, [_item("full", [*grid, (1, 1, 1, 9, 9)])])
+    assert store.import_annotations(P, [_item("full", grid)])["boxes_added"] == 500
+    full = store.list_images(P)[0][0]["id"]
+    with pytest.raises(Invalid, match="500 boxes, adding 1 would pass the limit of 500"):
+        store.put_box(P, full, "one-more", "e1", 0, 0, 30, 30, 40, 40)
+    with pytest.raises(Invalid, match=r"images\[0\].*adding 1 would pass"):  # import merge
+        store.import_annotations(P, [_item("full", [(2, 30, 30, 40, 40)])])
+    assert store.import_annotations(P, [_item("full", grid)])["boxes_added"] == 0  # all known
+    other = add(store, "other", 100, 80)
+    store.put_box(P, other, "o1", "e2", 0, 0, 50, 50, 60, 60)
+    with pytest.raises(Invalid, match="limit of 500"):
+        store.copy_boxes(P, full, other, "e3")
+    assert store.get_project(P)["counts"]["per_class"] == [501, 0, 0]
+    box = store.get_image(P, full)["boxes"][0]
+    store.put_box(P, full, box["id"], "e4", 1, 1, 2, 2, 3, 3)  # updating is not adding
+    store.delete_box(P, full, box["id"], "e5", 2)
+    assert len(store.copy_boxes(P, full, other, "e6")["boxes"]) == 1  # room again
 
 
 # ---------------------------------------------------------------- async, backup

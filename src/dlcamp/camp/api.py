@@ -46,7 +46,8 @@ from starlette.formparsers import MultiPartException
 from dlcamp.camp.auth import INSTRUCTOR, Caller, Denied, TokenBook, bearer
 from dlcamp.camp.blobs import sniff_media_type
 from dlcamp.camp.guard import Guard, error_handlers
-from dlcamp.camp.ingest import MAX_UPLOAD_BYTES, PhotoRejected, ingest_photo
+from dlcamp.camp.ingest import MAX_UPLOAD_BYTES, PhotoRejected, ingest_photo, safe_file_name
+from dlcamp.camp.reads import MAX_CLASS_NAME, MAX_CLASSES, MAX_SEQ
 from dlcamp.camp.storage import CampStore, Invalid
 from dlcamp.camp.transfer import EXPORT_FORMATS, IMPORT_FORMATS, export_project, import_project
 
@@ -57,7 +58,8 @@ COOKIE = "camp_token"
 Project = Annotated[str, PathParam(pattern=PID)]
 ImageId = Annotated[int, PathParam(ge=1, le=2**62)]
 BoxId = Annotated[str, PathParam(pattern=EDIT)]
-Coordinate = Annotated[float, Field(ge=-1e6, le=1e6, allow_inf_nan=False)]
+Coordinate = Annotated[float, Field(ge=-1e6, le=1e6, allow_inf_nan=False, strict=True)]
+Version = Annotated[int, Field(ge=0, le=2**62, strict=True)]
 
 
 class _Body(BaseModel):
@@ -65,25 +67,25 @@ class _Body(BaseModel):
 
 
 class ClassIn(_Body):
-    name: str = Field(min_length=1, max_length=60)
-    name_zh: str = Field(default="", max_length=60)
+    name: str = Field(min_length=1, max_length=MAX_CLASS_NAME)
+    name_zh: str = Field(default="", max_length=MAX_CLASS_NAME)
 
 
 class ProjectIn(_Body):
     id: str = Field(pattern=PID)
     name: str = Field(min_length=1, max_length=100)
-    classes: list[ClassIn] = Field(min_length=1, max_length=100)
+    classes: list[ClassIn] = Field(min_length=1, max_length=MAX_CLASSES)
 
 
 class ClassesIn(_Body):
     edit_id: str = Field(pattern=EDIT)
-    classes: list[ClassIn] = Field(min_length=1, max_length=100)
+    classes: list[ClassIn] = Field(min_length=1, max_length=MAX_CLASSES)
 
 
 class BoxIn(_Body):
     edit_id: str = Field(pattern=EDIT)
-    base_version: int = Field(ge=0, le=2**62)
-    label: int = Field(ge=0, le=1000)
+    base_version: Version
+    label: int = Field(ge=0, le=1000, strict=True)
     x1: Coordinate
     y1: Coordinate
     x2: Coordinate
@@ -92,8 +94,8 @@ class BoxIn(_Body):
 
 class ImagePatch(_Body):
     edit_id: str = Field(pattern=EDIT)
-    base_version: int = Field(ge=0, le=2**62)
-    no_objects: bool | None = None
+    base_version: Version
+    no_objects: bool | None = Field(default=None, strict=True)
     review: Literal["todo", "done", "needs_fix"] | None = None
 
 
@@ -214,7 +216,7 @@ def create_app(data_dir: Path | str, lan: bool = False, public_url: str | None =
         store.get_project(pid)  # 404 before reading megabytes
         results, statuses = [], []
         for f in await _files(request, "files", MAX_FILES):
-            name = (f.filename or "photo")[-200:]
+            name = safe_file_name(f.filename or "photo")
             try:
                 data = await f.read(MAX_UPLOAD_BYTES + 1)
                 if len(data) > MAX_UPLOAD_BYTES:
@@ -237,7 +239,8 @@ def create_app(data_dir: Path | str, lan: bool = False, public_url: str | None =
                              "images": results}, status_code=statuses[0])
 
     @app.get("/api/projects/{pid}/images")
-    def list_images(pid: Pid, status: str = "all", offset: Annotated[int, Query(ge=0)] = 0,
+    def list_images(pid: Pid, status: str = "all",
+                    offset: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
                     limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict:
         images, total = store.list_images(pid, status, offset, limit)
         return {"images": images, "total": total}
@@ -282,12 +285,12 @@ def create_app(data_dir: Path | str, lan: bool = False, public_url: str | None =
         return await store.submit(store.copy_boxes, pid, iid, src, body.edit_id)
 
     @app.get("/api/projects/{pid}/next")
-    def next_image(pid: Pid, after: Annotated[int | None, Query(ge=0)] = None,
+    def next_image(pid: Pid, after: Annotated[int | None, Query(ge=0, le=MAX_SEQ)] = None,
                    status: str = "unlabelled") -> dict:
         return store.next_image(pid, after, status)
 
     @app.get("/api/projects/{pid}/changes")
-    def changes(pid: Pid, since: Annotated[int, Query(ge=0)] = 0) -> dict:
+    def changes(pid: Pid, since: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0) -> dict:
         return store.changes(pid, since)
 
     @app.get("/api/projects/{pid}/export")

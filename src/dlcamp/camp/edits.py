@@ -4,7 +4,9 @@ Each runs on the writer thread as `fn(conn, ...)` inside a SAVEPOINT (writer.py)
 undoes it alone.
 
 An edit that carries an `edit_id` is applied once: its response is stored in `edits` in the
-same transaction, and a replay of the id returns that response and changes nothing. Every
+same transaction with a fingerprint of the request (kind, project and every argument), and a
+replay of the id with the same request returns that response and changes nothing; the same id
+with any other request is refused (Invalid), never answered with another edit's response. Every
 change bumps the project's `seq` and stamps it on the rows changed (and on their image).
 Boxes and image fields are versioned: the client sends the version it edited (`base_version`,
 0 to create a box), and a stale one is a Conflict carrying the object as it is now.
@@ -12,6 +14,7 @@ Boxes and image fields are versioned: the client sends the version it edited (`b
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -19,13 +22,21 @@ import sqlite3
 import time
 
 from dlcamp.camp import reads
-from dlcamp.camp.reads import Conflict, Invalid, NotFound  # noqa: F401 - boxes.py uses
+from dlcamp.camp.reads import (  # noqa: F401 - boxes.py uses some
+    MAX_BOXES_PER_IMAGE,
+    MAX_CLASS_NAME,
+    MAX_CLASSES,
+    Conflict,
+    Invalid,
+    NotFound,
+    shown,
+)
 
 PROJECT_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
 BOX_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 EDIT_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 REVIEWS = ("todo", "done", "needs_fix")
-MAX_CLASSES, MAX_NAME, MAX_SIDE = 1000, 64, 100_000
+MAX_SIDE = 100_000  # px: the largest image side stored
 EPS = 1e-3  # px: coordinates this far outside the image are clamped onto its edge
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -39,11 +50,12 @@ def check_pattern(pattern: re.Pattern, value: object, field: str) -> str:
 
 def check_int(value: object, field: str, low: int, high: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise Invalid(f"{field}: must be an integer from {low} to {high}, got {value!r}")
+        raise Invalid(f"{field}: must be an integer from {low} to {high}, got {shown(value)}")
     return value
 
 
-def clean_text(value: object, field: str, required: bool = True, limit: int = MAX_NAME) -> str:
+def clean_text(value: object, field: str, required: bool = True,
+               limit: int = MAX_CLASS_NAME) -> str:
     if not isinstance(value, str):
         raise Invalid(f"{field}: must be text, got {type(value).__name__}")
     value = _CONTROL.sub("", value).strip()
@@ -56,9 +68,11 @@ def clean_text(value: object, field: str, required: bool = True, limit: int = MA
 
 def clean_classes(classes: object, field: str = "classes") -> list[dict]:
     """[{"name", "name_zh"}] checked: 0..MAX_CLASSES entries (a plain string is a name), names
-    non-empty, <= 64 characters, unique ignoring case. Raises Invalid naming the entry."""
-    if not isinstance(classes, list) or len(classes) > MAX_CLASSES:
+    non-empty after stripping, <= MAX_CLASS_NAME characters (name_zh too, may be empty),
+    unique ignoring case. Raises Invalid naming the entry (or the count)."""
+    if not isinstance(classes, list):
         raise Invalid(f"{field}: must be a list of at most {MAX_CLASSES} classes")
+    check_class_count(len(classes), field)
     out, seen = [], set()
     for i, c in enumerate(classes):
         c = {"name": c} if isinstance(c, str) else c
@@ -71,6 +85,22 @@ def clean_classes(classes: object, field: str = "classes") -> list[dict]:
         out.append({"name": name,
                     "name_zh": clean_text(c.get("name_zh") or "", f"{field}[{i}].name_zh", False)})
     return out
+
+
+def check_class_count(n: int, field: str = "classes") -> None:
+    """Raises Invalid when a class list of `n` entries is longer than MAX_CLASSES."""
+    if n > MAX_CLASSES:
+        raise Invalid(f"{field}: {n} classes; a project has at most {MAX_CLASSES}")
+
+
+def check_room(conn: sqlite3.Connection, iid: int, adding: int) -> None:
+    """Raises Invalid when image `iid` would hold more than MAX_BOXES_PER_IMAGE live boxes
+    after `adding` more."""
+    live = conn.execute("SELECT COUNT(*) FROM boxes WHERE image_id = ? AND deleted = 0",
+                        (iid,)).fetchone()[0]
+    if live + adding > MAX_BOXES_PER_IMAGE:
+        raise Invalid(f"boxes: image {iid} has {live} boxes, adding {adding} would pass "
+                      f"the limit of {MAX_BOXES_PER_IMAGE} boxes per image")
 
 
 def check_box(label: object, coords: tuple, width: int, height: int, n_classes: int,
@@ -98,22 +128,42 @@ def check_box(label: object, coords: tuple, width: int, height: int, n_classes: 
 
 
 # ---------------------------------------------------------------- shared steps
-def replay(conn: sqlite3.Connection, edit_id: object, pid: str, kind: str) -> object | None:
-    """The stored response of an already-applied edit, or None for a new edit_id."""
+def fingerprint(pid: object, kind: str, request: object) -> str:
+    """SHA-256 (hex) of the canonical JSON of [kind, pid, request]: `request` is the edit's
+    arguments (ids, versions, values), numbers of the same value giving the same text only if
+    the caller passes them with one type (coordinates as floats). Raises Invalid for an
+    argument JSON cannot hold (an int of thousands of digits)."""
+    try:
+        text = json.dumps([kind, pid, request], sort_keys=True, separators=(",", ":"),
+                          ensure_ascii=False, default=repr)
+    except ValueError as e:
+        raise Invalid(f"{kind}: the request holds a value that cannot be stored ({e})") from None
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def replay(conn: sqlite3.Connection, edit_id: object, pid: str, kind: str,
+           request: object) -> object | None:
+    """The stored response of an already-applied edit, or None for a new edit_id. Raises
+    Invalid when the id was used for another request (other kind, project or arguments; a
+    row stored before fingerprints existed only needs the same kind and project)."""
     check_pattern(EDIT_ID, edit_id, "edit_id")
-    row = conn.execute("SELECT project_id, kind, response FROM edits WHERE edit_id = ?",
-                       (edit_id,)).fetchone()
+    row = conn.execute("SELECT project_id, kind, response, request FROM edits "
+                       "WHERE edit_id = ?", (edit_id,)).fetchone()
     if row is None:
         return None
-    if (row[0], row[1]) != (pid, kind):
-        raise Invalid(f"edit_id: {edit_id!r} was already used for another request")
+    if (row[0], row[1]) != (pid, kind) or (
+            row[3] is not None and row[3] != fingerprint(pid, kind, request)):
+        raise Invalid(f"edit_id: {edit_id!r} was already used for a different request; "
+                      "send a new edit_id")
     return json.loads(row[2])
 
 
-def record(conn: sqlite3.Connection, edit_id: str, pid: str, kind: str, response: object):
-    conn.execute("INSERT INTO edits (edit_id, project_id, kind, response, created) "
-                 "VALUES (?, ?, ?, ?, ?)", (edit_id, pid, kind, json.dumps(response),
-                                            time.time()))
+def record(conn: sqlite3.Connection, edit_id: str, pid: str, kind: str, request: object,
+           response: object):
+    """Store an applied edit's response with its request's fingerprint; returns response."""
+    conn.execute("INSERT INTO edits (edit_id, project_id, kind, response, created, request) "
+                 "VALUES (?, ?, ?, ?, ?, ?)", (edit_id, pid, kind, json.dumps(response),
+                                               time.time(), fingerprint(pid, kind, request)))
     return response
 
 
@@ -170,7 +220,7 @@ def write_classes(conn: sqlite3.Connection, pid: str, classes: list[dict]) -> No
 
 def set_classes(conn: sqlite3.Connection, pid: str, classes: list, edit_id: str) -> dict:
     classes = clean_classes(classes)
-    if (done := replay(conn, edit_id, pid, "classes")) is not None:
+    if (done := replay(conn, edit_id, pid, "classes", classes)) is not None:
         return done
     reads.project_row(conn, pid)
     old = reads.classes(conn, pid)
@@ -184,7 +234,7 @@ def set_classes(conn: sqlite3.Connection, pid: str, classes: list, edit_id: str)
     if classes != old:
         write_classes(conn, pid, classes)
         bump(conn, pid)
-    return record(conn, edit_id, pid, "classes", {"classes": classes})
+    return record(conn, edit_id, pid, "classes", classes, {"classes": classes})
 
 
 def set_meta(conn: sqlite3.Connection, key: str, value: str) -> None:
@@ -231,7 +281,8 @@ def patch_image(conn: sqlite3.Connection, pid: str, iid: int, edit_id: str, base
         raise Invalid(f"review: {str(review)[:40]!r} is not one of {', '.join(REVIEWS)}")
     if no_objects is None and review is None:
         raise Invalid("no_objects, review: give at least one")
-    if (done := replay(conn, edit_id, pid, "image")) is not None:
+    request = [iid, base_version, no_objects, review]
+    if (done := replay(conn, edit_id, pid, "image", request)) is not None:
         return done
     image = image_of(conn, pid, iid)
     if check_int(base_version, "base_version", 0, 2**62) != image["version"]:
@@ -243,4 +294,4 @@ def patch_image(conn: sqlite3.Connection, pid: str, iid: int, edit_id: str, base
         conn.execute("UPDATE images SET no_objects = ?, review = ?, version = version + 1, "
                      "seq = ? WHERE id = ?", (int(new_no), new_review, bump(conn, pid), iid))
         image = image_of(conn, pid, iid)
-    return record(conn, edit_id, pid, "image", image)
+    return record(conn, edit_id, pid, "image", request, image)

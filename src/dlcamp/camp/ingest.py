@@ -20,6 +20,7 @@ import functools
 import hashlib
 import io
 import struct
+import unicodedata
 import zlib
 from dataclasses import dataclass
 
@@ -146,8 +147,8 @@ def ingest_photo(data: bytes, file_name: str) -> Photo:
     except PhotoRejected:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise PhotoRejected(file_name, f"the image is too large to decode safely: {e}",
-                            413) from e
+        raise PhotoRejected(file_name, f"the image is too large to decode safely (more than "
+                            f"{MAX_PIXELS:,} pixels)", 413) from e
     except UnidentifiedImageError as e:
         raise PhotoRejected(file_name, f"it starts like a {known} file but cannot be read "
                             "(damaged?)", 422) from e
@@ -280,6 +281,23 @@ def _encode(img: Image.Image, fmt: str, icc: bytes | None, quality: int = 0) -> 
     else:
         img.save(out, "PNG", compress_level=6, **extra)
     return out.getvalue()
+
+
+def safe_file_name(name: str, ext: str | None = None, longest: int = 60) -> str:
+    """A photo's name as stored and exported: the last path part of `name`, without control,
+    bidirectional or other invisible format characters (U+202E would show 'gpj.exe' as
+    'exe.jpg'), without leading dots, the stem at most `longest` characters (zip tools fail on
+    names over 255 bytes; a CJK character is 3), never empty, '.' or '..' ("photo").
+    `ext` (".jpg"): replaces the extension, e.g. with the working copy's real one."""
+    base = str(name).replace("\\", "/").rsplit("/", 1)[-1]
+    base = "".join(c for c in base if c.isprintable() and unicodedata.category(c) != "Cf")
+    base = base.strip().lstrip(".").strip()
+    stem, dot, suffix = base.rpartition(".")
+    if not dot or not stem:
+        stem, suffix = base, ""
+    stem = stem[:longest].rstrip() or "photo"
+    suffix = ext.lstrip(".") if ext else suffix[:10]
+    return f"{stem}.{suffix}" if suffix else stem
 
 
 def _printable(name: str) -> str:

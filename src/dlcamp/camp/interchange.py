@@ -248,7 +248,10 @@ def image_size(file: str, data: bytes) -> tuple[int, int]:
                 raise ImportFailed(file, "", f"{im.format} images are not accepted")
             w, h = im.size
             orientation = im.getexif().get(0x0112, 1)  # as ingest.py orients working copies
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
+    except UnidentifiedImageError:
+        raise ImportFailed(file, "", "not an image file (JPEG, PNG, WebP, BMP, GIF or "
+                           "TIFF)") from None
+    except (OSError, SyntaxError, ValueError,
             Image.DecompressionBombError) as exc:
         raise ImportFailed(file, "", f"not a readable image ({exc})") from None
     if w * h > MAX_PIXELS:

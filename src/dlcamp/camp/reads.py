@@ -21,6 +21,11 @@ STATUS_SQL = {
     "reviewed": "i.review = 'done'",
 }
 STATUSES = tuple(STATUS_SQL)
+# The limits every path into the store shares (the HTTP API imports these, never its own):
+MAX_CLASSES = 100  # classes in a project's list
+MAX_CLASS_NAME = 60  # characters of a class name (and of its name_zh)
+MAX_BOXES_PER_IMAGE = 500  # live boxes on one image
+MAX_SEQ = 2**62  # the largest project seq / image id a query accepts (next?after, changes?since)
 BLOB_COLUMNS = {"original": "sha256", "work": "work_sha256", "thumb": "thumb_sha256"}
 _IMAGE_COLS = ("i.id, i.file_name, i.width, i.height, i.orig_width, i.orig_height, "
                f"i.no_objects, i.review, i.version, {_LIVE}, i.seq")
@@ -42,6 +47,16 @@ class Conflict(DlcampError):
 
 class Invalid(DlcampError, ValueError):
     """A value that cannot be stored (HTTP 422); the message names the field."""
+
+
+def shown(value: object, limit: int = 40) -> str:
+    """`value` for an error message: its repr cut to `limit` characters (safe for an int too
+    big for repr)."""
+    try:
+        text = repr(value)
+    except ValueError:  # int with more digits than sys.get_int_max_str_digits()
+        text = "a number with too many digits"
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def image_json(row: tuple) -> dict:
@@ -125,7 +140,7 @@ def list_images(conn: sqlite3.Connection, pid: str, status: str, offset: int,
     where = f"i.project_id = ? AND {_status_sql(status)}"
     for name, value, top in (("offset", offset, 10**9), ("limit", limit, 10_000)):
         if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= top:
-            raise Invalid(f"{name}: must be an integer from 0 to {top}, got {value!r}")
+            raise Invalid(f"{name}: must be an integer from 0 to {top}, got {shown(value)}")
     total = conn.execute(f"SELECT COUNT(*) FROM images i WHERE {where}", (pid,)).fetchone()[0]
     rows = conn.execute(f"SELECT {_IMAGE_COLS} FROM images i WHERE {where} ORDER BY i.id "
                         "LIMIT ? OFFSET ?", (pid, limit, offset)).fetchall()
@@ -161,8 +176,17 @@ def image_sha(conn: sqlite3.Connection, pid: str, iid: int, which: str) -> str:
                         (iid,)).fetchone()[0]
 
 
+def check_position(value: object, field: str) -> int:
+    """An `after` / `since` query value: an integer from 0 to MAX_SEQ. Raises Invalid."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_SEQ:
+        raise Invalid(f"{field}: must be an integer from 0 to {MAX_SEQ}, got {shown(value)}")
+    return value
+
+
 def next_image(conn: sqlite3.Connection, pid: str, after: int | None, status: str) -> dict:
     project_row(conn, pid)
+    if after is not None:
+        check_position(after, "after")
     where = f"i.project_id = ? AND {_status_sql(status)}"
     start = after if after is not None else 0
     query = (f"SELECT {_IMAGE_COLS} FROM images i WHERE {where} AND i.id {{}} ? "
@@ -177,8 +201,7 @@ def next_image(conn: sqlite3.Connection, pid: str, after: int | None, status: st
 
 def changes(conn: sqlite3.Connection, pid: str, since: int) -> dict:
     row = project_row(conn, pid)
-    if not isinstance(since, int) or isinstance(since, bool) or since < 0:
-        raise Invalid(f"since: must be an integer >= 0, got {since!r}")
+    check_position(since, "since")
     rows = conn.execute(f"SELECT {_IMAGE_COLS} FROM images i WHERE i.project_id = ? AND "
                         "i.seq > ? ORDER BY i.id", (pid, since)).fetchall()
     images = [dict(image_json(r), boxes=live_boxes(conn, r[0])) for r in rows]

@@ -55,6 +55,12 @@ MIGRATIONS: list[str] = [
     CREATE INDEX images_by_seq ON images (project_id, seq);
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    # 3: the fingerprint of the request an edit_id was first used for (edits.fingerprint), so
+    # a replay of the id with another box or body is refused. Rows from before: NULL (any
+    # request of the same kind and project is taken as the replay, as before).
+    """
+    ALTER TABLE edits ADD COLUMN request TEXT;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

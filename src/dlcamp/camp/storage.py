@@ -169,14 +169,16 @@ class CampStore:
     def next_image(self, pid: str, after: int | None = None,
                    status: str = "unlabelled") -> dict:
         """The first image with id > `after` matching `status`, wrapping round to the start
-        (never `after` itself). Raises NotFound("none left") when there is none."""
+        (never `after` itself). Raises NotFound("none left") when there is none, Invalid
+        (status; `after` not an integer from 0 to reads.MAX_SEQ)."""
         with self._read() as conn:
             return reads.next_image(conn, pid, after, status)
 
     def changes(self, pid: str, since: int) -> dict:
         """{"seq": now, "classes": [...], "images": [image JSON + "boxes": [box JSON]]} for every
         image whose fields or boxes changed after project seq `since` (a deleted box shows as
-        its absence from "boxes"). Raises NotFound, Invalid (since < 0)."""
+        its absence from "boxes"). Raises NotFound, Invalid (since not an integer from 0 to
+        reads.MAX_SEQ)."""
         with self._read() as conn:
             return reads.changes(conn, pid, since)
 
@@ -199,14 +201,16 @@ class CampStore:
     # ---------------------------------------------------------------- writes
     def create_project(self, pid: str, name: str, classes: list[dict]) -> dict:
         """A new project (get_project's JSON). pid matches ^[a-z0-9][a-z0-9-]{0,39}$; classes
-        [{"name", "name_zh"?}], names unique. Raises Invalid, Conflict (id taken; .current is
-        the existing project)."""
+        [{"name", "name_zh"?}]: at most reads.MAX_CLASSES, names non-empty, at most
+        reads.MAX_CLASS_NAME characters, unique ignoring case. Raises Invalid, Conflict (id
+        taken; .current is the existing project)."""
         return self._write(edits.create_project, pid, name, classes)
 
     def set_classes(self, pid: str, classes: list[dict], edit_id: str) -> dict:
         """Replace the class list -> {"classes": [...]}: rename or append; trailing classes may
-        be dropped only if no live box uses them. Raises NotFound, Invalid, Conflict (an index
-        in use would vanish; .current = {"classes": current list})."""
+        be dropped only if no live box uses them. Same checks as create_project. Raises
+        NotFound, Invalid (also: edit_id already used for a different request), Conflict (an
+        index in use would vanish; .current = {"classes": current list})."""
         return self._write(edits.set_classes, pid, classes, edit_id)
 
     def add_image(self, pid: str, original: bytes, file_name: str, work: bytes, thumb: bytes,
@@ -224,8 +228,11 @@ class CampStore:
                 label: int, x1: float, y1: float, x2: float, y2: float) -> dict:
         """Create (base_version 0) or update (base_version = the stored version) a box ->
         box JSON. Coordinates in working-copy pixels, 0 <= x1 < x2 <= width (1e-3 px of slack
-        is clamped). Raises NotFound, Invalid (names the field), Conflict (.current = the box
-        JSON now, or None if deleted)."""
+        is clamped). Every write with an edit_id is applied once: the same edit_id with the
+        same arguments returns the first answer; with other arguments it is Invalid. Raises
+        NotFound, Invalid (names the field; creating a box on an image that already holds
+        reads.MAX_BOXES_PER_IMAGE), Conflict (.current = the box JSON now, or None if
+        deleted)."""
         return self._write(boxes.put_box, pid, iid, box_id, edit_id, base_version,
                            label, (x1, y1, x2, y2))
 
@@ -243,7 +250,8 @@ class CampStore:
 
     def copy_boxes(self, pid: str, iid: int, src_iid: int, edit_id: str) -> dict:
         """Copy the live boxes of image `src_iid` onto `iid` as new boxes (clipped to iid's
-        size) -> {"boxes": [box JSON of the new boxes]}. Raises NotFound, Invalid."""
+        size) -> {"boxes": [box JSON of the new boxes]}. Raises NotFound, Invalid (also when
+        iid would hold more than reads.MAX_BOXES_PER_IMAGE live boxes)."""
         return self._write(boxes.copy_boxes, pid, iid, src_iid, edit_id)
 
     def import_annotations(self, pid: str, items: list[dict],
@@ -254,9 +262,14 @@ class CampStore:
         "orig_width", "orig_height", "no_objects": bool, "boxes": [(label, x1, y1, x2, y2)]}].
         classes: the import's class list; a name the project lacks is appended, and labels
         (indices into `classes`) are mapped to the project's indices. None: labels are the
-        project's indices. Images already in the project (same original bytes) are skipped
-        with their boxes. -> {"images_added", "boxes_added", "duplicates"}.
-        Raises NotFound, Invalid (naming the item and field); nothing is stored then."""
+        project's indices; the list may grow to reads.MAX_CLASSES at most. An image already in
+        the project (same original bytes, or original = the working copy of one of its
+        images, as in an export) is a duplicate: its boxes are merged in, each unless the
+        image has a live box of the same label within 0.5 px on every coordinate (importing
+        the same export twice adds nothing), and no_objects is applied only if the image has
+        no live box. -> {"images_added", "boxes_added" (merged ones included), "duplicates"}.
+        Raises NotFound, Invalid (naming the item and field; a class list or an image's boxes
+        over the limits); nothing is stored then."""
         prepared = []
         for k, item in enumerate(items):
             for key in ("original", "work", "thumb"):

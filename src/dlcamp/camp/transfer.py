@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dlcamp.camp import coco, foreign, voc, yolo
-from dlcamp.camp.ingest import PhotoRejected, ingest_photo
+from dlcamp.camp.ingest import PhotoRejected, ingest_photo, safe_file_name
 from dlcamp.camp.interchange import Annotations, BoxAnn, ClassDef, ImageAnn, ImportFailed
 from dlcamp.camp.storage import CampStore
 
@@ -38,8 +38,9 @@ def project_annotations(store: CampStore, pid: str) -> Annotations:
     for img in snap["images"]:
         boxes = [BoxAnn(b["label"], b["x1"], b["y1"], b["x2"], b["y2"]) for b in img["boxes"]]
         data = store.blobs.read(img["work_sha256"])
-        images.append(ImageAnn(img["file_name"], img["width"], img["height"], boxes,
-                               bool(img["no_objects"]), data))
+        ext = ".jpg" if data[:3] == b"\xff\xd8\xff" else ".png"  # the working copy's format
+        images.append(ImageAnn(safe_file_name(img["file_name"], ext), img["width"],
+                               img["height"], boxes, bool(img["no_objects"]), data))
     return Annotations(classes, images)
 
 
@@ -71,7 +72,7 @@ def import_project(store: CampStore, pid: str, fmt: str, data: bytes | Path,
             raise ImportFailed(name, img.file_name, str(e)) from None
         sx, sy = photo.width / img.width, photo.height / img.height
         items.append({"original": photo.original, "work": photo.work, "thumb": photo.thumb,
-                      "file_name": img.file_name, "width": photo.width,
+                      "file_name": safe_file_name(img.file_name), "width": photo.width,
                       "height": photo.height, "orig_width": photo.orig_width,
                       "orig_height": photo.orig_height, "no_objects": img.no_objects,
                       "boxes": [_scaled(b, sx, sy, photo.width, photo.height)
