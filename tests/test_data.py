@@ -245,3 +245,7 @@ def test_atomic_write_gives_the_usual_file_mode(tmp_path):
     finally:
         os.umask(old)
     assert target.stat().st_mode & 0o777 == 0o644  # mkstemp alone would leave 0600
+    secret = tmp_path / "tokens.json"
+    atomic_write_bytes(secret, b"{}", mode=0o600)
+    assert secret.stat().st_mode & 0o777 == 0o600
+    assert not list(tmp_path.glob(".tokens.json.*"))  # no temporary file left behind

@@ -2,7 +2,7 @@
 
     dlcamp camp serve  [--data DIR] [--host 127.0.0.1] [--port 8080]
     dlcamp camp new    PROJECT --classes "apple:苹果,mug:杯子" [--name "Team 1"]
-    dlcamp camp tokens [--rotate [PROJECT]]
+    dlcamp camp tokens [--rotate [PROJECT]] [--port N]
     dlcamp camp export PROJECT --format coco|yolo|voc [--out FILE.zip]
     dlcamp camp import PROJECT FILE --format coco|yolo|voc|labelstudio|...
     dlcamp camp backup OUT_DIR
@@ -19,6 +19,7 @@ from dlcamp.core.errors import BadArgument
 from dlcamp.core.io import atomic_write_bytes
 
 DEFAULT_DATA = "camp-data"
+DEFAULT_PORT = 8080
 
 
 def _classes(text: str) -> list[dict]:
@@ -33,20 +34,52 @@ def _classes(text: str) -> list[dict]:
     return out
 
 
+def _links_base(data: Path, port: int | None) -> tuple[str, str]:
+    """The base URL of the printed join links and where it came from: --port if given, else
+    the URL the server recorded in server.json, else this machine's LAN address, port 8080."""
+    from dlcamp.camp.server import SERVER_FILE, public_url, recorded
+
+    if port is not None:
+        return public_url("0.0.0.0", port), "--port"
+    info = recorded(data)
+    if info is None:
+        return (public_url("0.0.0.0", DEFAULT_PORT), f"port {DEFAULT_PORT}: no server has "
+                f"recorded its address in {data / SERVER_FILE}; --port N to change")
+    whence = (f"recorded by `dlcamp camp serve` (pid {info.get('pid')}, started "
+              f"{info.get('started')}) in {data / SERVER_FILE}; --port N to change")
+    if not info.get("lan"):
+        whence += ("; that server serves this machine only: restart it with --host 0.0.0.0 "
+                   "for phones")
+    return info["url"], whence
+
+
 def _run(args: argparse.Namespace) -> int:
     from dlcamp.camp import server, transfer
     from dlcamp.camp.auth import TOKEN_FILE, TokenBook
+    from dlcamp.camp.schema import DB_NAME
     from dlcamp.camp.storage import CampStore
 
     data = Path(args.data)
     if args.action == "serve":
-        server.serve_camp(data, args.host, args.port, qr=not args.no_qr)
+        server.serve_camp(data, args.host, args.port or DEFAULT_PORT, qr=not args.no_qr)
         return 0
+    if args.action != "new" and not (data / DB_NAME).exists():
+        raise BadArgument(f"no camp in {data.resolve()} (it has no {DB_NAME}): give --data "
+                          "the folder that `dlcamp camp serve` uses")
     if args.action == "tokens":
+        if args.rotate:
+            with CampStore(data) as store:
+                known = [p["id"] for p in store.list_projects()]
+            if args.rotate not in known:
+                raise BadArgument(f"--rotate {args.rotate!r}: no such project (the camp has "
+                                  f"{', '.join(known) or 'none'})")
         if args.rotate is not None:
             TokenBook(data).rotate(args.rotate or None)
-            print("new tokens: phones must join again with the links below")
-        for who, link in server.join_links(data, server.public_url("0.0.0.0", args.port)):
+            print("new tokens, in force at once (a running server included): phones must "
+                  "join again with the links below")
+        base, whence = _links_base(data, args.port)
+        print(f"links for {base} ({whence})")
+        for who, link in server.join_links(data, base):
             print(f"{who:12s} {link}")
         return 0
     if args.action == "backup":
@@ -54,15 +87,17 @@ def _run(args: argparse.Namespace) -> int:
             db = store.backup(Path(args.target))
         tokens = data / TOKEN_FILE
         if tokens.exists():  # so that a restored camp keeps the links phones joined with
-            atomic_write_bytes(db.parent / TOKEN_FILE, tokens.read_bytes())
-            (db.parent / TOKEN_FILE).chmod(0o600)
+            atomic_write_bytes(db.parent / TOKEN_FILE, tokens.read_bytes(), mode=0o600)
         print(f"backed up to {db.parent} (database, photos, tokens)")
         return 0
+    if not (data / DB_NAME).exists():
+        print(f"new camp created in {data.resolve()}")
     with CampStore(data) as store:
         if args.action == "new":
             made = store.create_project(args.project, args.name or args.project,
                                         _classes(args.classes))
-            print(f"project {made['id']}: {len(made['classes'])} classes; team join token: "
+            n = len(made["classes"])
+            print(f"project {made['id']}: {n} class{'' if n == 1 else 'es'}; team join token: "
                   f"{TokenBook(data).team_token(made['id'])}")
         elif args.action == "export":
             out = Path(args.out or f"{args.project}-{args.format}.zip")
@@ -90,7 +125,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"the camp's data folder (default ./{DEFAULT_DATA})")
     c.add_argument("--host", default="127.0.0.1", help="serve: default 127.0.0.1 (this machine "
                    "only, no tokens); 0.0.0.0 serves the classroom network with join tokens")
-    c.add_argument("--port", type=whole(1, 65535), default=8080)
+    c.add_argument("--port", type=whole(1, 65535), default=None,
+                   help=f"serve: default {DEFAULT_PORT}; tokens: the port of the printed links "
+                   "(default: the one the running server recorded)")
     c.add_argument("--no-qr", action="store_true", help="serve: no QR codes in the terminal")
     c.add_argument("--classes", help="new: 'apple:苹果,mug:杯子' (English:Chinese, comma "
                    "separated)")
