@@ -9,32 +9,21 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 import urllib.request
 
 import pytest
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
+from browserkit import headless_chromium
 from test_serve import _phone_photo, running_server
 
 
 @pytest.fixture(scope="module")
 def browser():
-    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
-    if not chromium or not driver_path:
-        pytest.fail("chromium/chromedriver missing: run `bash scripts/install-browser.sh` "
-                    "(make test does)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--window-size=1000,900"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(driver_path))
+    driver = headless_chromium("1000,900")
     yield driver
     driver.quit()
 

@@ -13,20 +13,18 @@ from __future__ import annotations
 import io
 import json
 import math
-import shutil
 import subprocess
 import sys
 import urllib.request
 import zipfile
 
 import pytest
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
+from browserkit import headless_chromium
 from campkit import CLASSES, CSRF, free_port, phone_photo, wait_until_up
 
 PID = "team-7"
@@ -37,17 +35,9 @@ SERVER = ("import sys, uvicorn; from dlcamp.camp.api import create_app; "
 
 @pytest.fixture(scope="module")
 def browser():
-    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
-    if not chromium or not driver_path:
-        pytest.fail("chromium/chromedriver missing: run `bash scripts/install-browser.sh` "
-                    "(make test does)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--window-size=1366,800", "--force-device-scale-factor=1",
-                 "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(driver_path))
+    driver = headless_chromium("1366,800", "--force-device-scale-factor=1",
+                               "--use-fake-device-for-media-stream",
+                               "--use-fake-ui-for-media-stream")
     yield driver
     driver.quit()
 
