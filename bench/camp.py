@@ -1,7 +1,7 @@
 """Load test of the camp's annotation API: box edits from 16 concurrent clients on loopback.
 
     python bench/camp.py                 # ~3 min with the waits; writes docs/benchmarks.md
-    python bench/camp.py --quick         # 3 s per run; docs/ untouched
+    python bench/camp.py --quick         # 3 s per run; docs/ and bench/results/ untouched
 
 The bar (issue 15): >= 500 box edits/s sustained with 16 concurrent clients on 2 cores, p99
 latency reported, zero lost or duplicated edits, zero 5xx. `dlcamp camp serve` runs as a
@@ -27,7 +27,6 @@ import io
 import json
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,6 +40,7 @@ from urllib.parse import urlsplit
 
 from common import markdown_table, parser, replace_section, report
 from machine import describe, describe_markdown
+from procs import free_port, running_server
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = [{"name": "apple", "name_zh": "苹果"}, {"name": "mug", "name_zh": "杯子"},
@@ -48,12 +48,6 @@ CLASSES = [{"name": "apple", "name_zh": "苹果"}, {"name": "mug", "name_zh": "�
 H11_SERVER = ("import sys, uvicorn; from dlcamp.camp.api import create_app; "
               "uvicorn.run(create_app(sys.argv[1]), host='127.0.0.1', port=int(sys.argv[2]), "
               "http='h11', log_level='warning', access_log=False)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_idle(limit: float = 1.5, most: float = 900) -> float:
@@ -90,24 +84,9 @@ def camp_server(data: Path, http: str = "cli", host: str = "127.0.0.1"):
     command = [sys.executable, "-m", "dlcamp", "camp", "serve", "--data", str(data), "--host",
                host, "--port", str(port), "--no-qr"] if http == "cli" else \
         [sys.executable, "-c", H11_SERVER, str(data), str(port)]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env={**os.environ, "DLCAMP_QUIET": "1"})
     base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/healthz", timeout=2).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"camp did not start: {proc.stderr.read().decode()}") \
-                        from None
-                time.sleep(0.2)
+    with running_server(command, f"{base}/healthz", {"DLCAMP_QUIET": "1"}) as proc:
         yield base, proc.pid
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def parser_loaded(pid: int) -> str:
@@ -422,8 +401,9 @@ def main() -> None:
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--profile", action="store_true", help="sample the server with py-spy "
                    "during the main run: where its GIL time goes (the run is slower then)")
-    p.set_defaults(out=ROOT / "bench" / "results" / "camp.json")
     args = p.parse_args()
+    if args.out is None and not args.quick:  # a smoke run leaves the measured results alone
+        args.out = ROOT / "bench" / "results" / "camp.json"
     seconds = args.seconds or (3 if args.quick else 25)
     short = args.compare_seconds or (2 if args.quick else 8)
     rows = []

@@ -20,11 +20,9 @@ import contextlib
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -32,6 +30,7 @@ from typing import Any
 
 from common import markdown_table, parser, replace_section, report
 from machine import describe, describe_markdown
+from procs import free_port, running_server
 
 ROOT = Path(__file__).resolve().parents[1]
 BOUNDARY = "dlcampbenchboundary"
@@ -62,31 +61,10 @@ def lua_script(image: bytes) -> str:
             + LUA_TAIL)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def server(command: list[str], port: int, env: dict[str, str]):
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env={**os.environ, **env}, cwd=ROOT / "bench")
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/docs", timeout=2).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(
-                        f"server did not start: {proc.stderr.read().decode()}") from None
-                time.sleep(0.3)
+    with running_server(command, f"http://127.0.0.1:{port}/docs", env, cwd=ROOT / "bench"):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def wrk(url: str, script: Path, seconds: float, connections: int = 16) -> dict[str, Any]:

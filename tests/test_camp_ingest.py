@@ -407,3 +407,12 @@ def test_pixel_modes_become_8_bit(mode, fmt, value, expected):
         img.putpixel((0, 0), 0)
     photo = ingest_photo(encode(img, fmt), f"mode.{fmt.lower()}")
     assert abs(int(np.median(pixels(photo.work, "L"))) - expected) <= 2
+
+
+def test_media_type_follows_the_sniffed_format():
+    from dlcamp.camp.ingest import media_type
+
+    assert media_type(b"\xff\xd8\xff\xe0" + bytes(60)) == "image/jpeg"
+    assert media_type(b"\x89PNG\r\n\x1a\n" + bytes(56)) == "image/png"
+    assert media_type(b"RIFF\0\0\0\0WEBPVP8 " + bytes(48)) == "image/webp"
+    assert media_type(b"<svg xmlns='http://www.w3.org/2000/svg'>") == "application/octet-stream"

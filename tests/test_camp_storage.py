@@ -14,7 +14,7 @@ import time
 import pytest
 
 from dlcamp.camp import boxes, schema
-from dlcamp.camp.blobs import BadBlobId, BlobCorrupt, BlobStore, sniff_media_type
+from dlcamp.camp.blobs import BadBlobId, BlobCorrupt, BlobStore
 from dlcamp.camp.storage import CampStore, Conflict, Invalid, NotFound
 
 P = "team-1"
@@ -370,7 +370,7 @@ def test_blobs_are_content_addressed_verified_and_safe(tmp_path):
     assert blobs.path(sha) == tmp_path / "blobs" / sha[:2] / sha[2:]
     assert blobs.put(data) == sha and blobs.read(sha) == data and list(blobs) == [sha]
     assert not any(p.name.endswith(".tmp") for p in (tmp_path / "blobs").rglob("*"))
-    assert sniff_media_type(data[:16]) == "image/jpeg" and blobs.verify(sha)
+    assert blobs.verify(sha)
     for bad in ("../../etc/passwd", sha.upper(), sha[:-1], sha + "0", "", "/" + sha[1:],
                 sha[:10] + "/" + sha[11:], None):
         with pytest.raises(BadBlobId):

@@ -44,9 +44,14 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
 from dlcamp.camp.auth import INSTRUCTOR, Caller, Denied, TokenBook, bearer
-from dlcamp.camp.blobs import sniff_media_type
 from dlcamp.camp.guard import Guard, error_handlers
-from dlcamp.camp.ingest import MAX_UPLOAD_BYTES, PhotoRejected, ingest_photo, safe_file_name
+from dlcamp.camp.ingest import (
+    MAX_UPLOAD_BYTES,
+    PhotoRejected,
+    ingest_photo,
+    media_type,
+    safe_file_name,
+)
 from dlcamp.camp.reads import MAX_CLASS_NAME, MAX_CLASSES, MAX_SEQ
 from dlcamp.camp.storage import CampStore, Invalid
 from dlcamp.camp.transfer import EXPORT_FORMATS, IMPORT_FORMATS, export_project, import_project
@@ -254,14 +259,14 @@ def create_app(data_dir: Path | str, lan: bool = False, public_url: str | None =
                    ) -> FileResponse:
         path = store.image_blob(pid, iid, which)
         with path.open("rb") as f:
-            media_type = sniff_media_type(f.read(16))
+            kind = media_type(f.read(64))
         headers = {"Cache-Control": "private, max-age=31536000, immutable",
                    "ETag": f'"{path.name}"'}
         if which == "original":
             name = store.get_image(pid, iid, with_boxes=False)["file_name"]
-            return FileResponse(path, media_type=media_type, headers=headers,
+            return FileResponse(path, media_type=kind, headers=headers,
                                 filename=name)
-        return FileResponse(path, media_type=media_type, headers=headers)
+        return FileResponse(path, media_type=kind, headers=headers)
 
     @app.put("/api/projects/{pid}/images/{iid}/boxes/{bid}")
     async def put_box(pid: Pid, iid: ImageId, bid: BoxId, body: BoxIn) -> dict:

@@ -22,11 +22,6 @@ from dlcamp.core.io import atomic_write_bytes
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 # (magic bytes at offset 0, media type) for the files a camp stores
-_MAGIC = [(b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"),
-          (b"GIF87a", "image/gif"), (b"GIF89a", "image/gif"), (b"BM", "image/bmp"),
-          (b"II*\x00", "image/tiff"), (b"MM\x00*", "image/tiff")]
-
-
 class BadBlobId(DlcampError, ValueError):
     """A blob name that is not 64 lowercase hex digits."""
 
@@ -38,17 +33,6 @@ class BlobCorrupt(DlcampError):
 def sha256_hex(data: bytes) -> str:
     """The SHA-256 of `data` as 64 lowercase hex digits."""
     return hashlib.sha256(data).hexdigest()
-
-
-def sniff_media_type(head: bytes) -> str:
-    """The media type of a stored image from its first bytes ("application/octet-stream" if
-    unknown). Pass at least 12 bytes."""
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "image/webp"
-    for magic, media_type in _MAGIC:
-        if head.startswith(magic):
-            return media_type
-    return "application/octet-stream"
 
 
 def _fsync_dir(path: Path) -> None:

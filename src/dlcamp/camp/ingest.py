@@ -107,6 +107,13 @@ def sniff(data: bytes) -> str | None:
     return None
 
 
+def media_type(head: bytes) -> str:
+    """The media type of an image from its first bytes (64 are enough), e.g. "image/jpeg";
+    "application/octet-stream" when sniff() does not know it."""
+    fmt = sniff(head)
+    return FORMATS[fmt][1] if fmt else "application/octet-stream"
+
+
 def ingest_photo(data: bytes, file_name: str) -> Photo:
     """Uploaded bytes -> `Photo` (original kept, working copy, thumbnail).
 

@@ -161,7 +161,7 @@ class CampStore:
 
     def image_blob(self, pid: str, iid: int, which: str) -> Path:
         """The file of an image: which = "original" | "work" | "thumb". Raises NotFound,
-        Invalid (which). The media type: blobs.sniff_media_type(path)."""
+        Invalid (which). Its media type: ingest.media_type(first bytes)."""
         with self._read() as conn:
             sha = reads.image_sha(conn, pid, iid, which)
         return self.blobs.path(sha)

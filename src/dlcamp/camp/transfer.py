@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dlcamp.camp import coco, foreign, voc, yolo
-from dlcamp.camp.ingest import PhotoRejected, ingest_photo, safe_file_name
+from dlcamp.camp.ingest import PhotoRejected, ingest_photo, safe_file_name, sniff
 from dlcamp.camp.interchange import Annotations, BoxAnn, ClassDef, ImageAnn, ImportFailed
 from dlcamp.camp.storage import CampStore
 
@@ -38,7 +38,7 @@ def project_annotations(store: CampStore, pid: str) -> Annotations:
     for img in snap["images"]:
         boxes = [BoxAnn(b["label"], b["x1"], b["y1"], b["x2"], b["y2"]) for b in img["boxes"]]
         data = store.blobs.read(img["work_sha256"])
-        ext = ".jpg" if data[:3] == b"\xff\xd8\xff" else ".png"  # the working copy's format
+        ext = ".jpg" if sniff(data) == "jpeg" else ".png"  # working copies are one or the other
         images.append(ImageAnn(safe_file_name(img["file_name"], ext), img["width"],
                                img["height"], boxes, bool(img["no_objects"]), data))
     return Annotations(classes, images)
