@@ -67,7 +67,7 @@ def test_an_older_database_is_upgraded_and_keeps_its_data(tmp_path):
         s.set_meta("secret", "x")  # the table migration 2 adds
         assert s.get_meta("secret") == "x"
     conn = sqlite3.connect(tmp_path / schema.DB_NAME)
-    assert schema.version(conn) == schema.SCHEMA_VERSION == 3
+    assert schema.version(conn) == schema.SCHEMA_VERSION == 4
     conn.close()
 
 

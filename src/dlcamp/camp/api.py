@@ -35,15 +35,16 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
 
-from fastapi import Depends, FastAPI, Query, Request
-from fastapi import Path as PathParam
+from fastapi import FastAPI, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
-from dlcamp.camp.auth import INSTRUCTOR, Caller, Denied, TokenBook, bearer
+from dlcamp.camp import api_board, api_train
+from dlcamp.camp.auth import INSTRUCTOR, Denied, TokenBook
+from dlcamp.camp.deps import COOKIE, EDIT, PID, BoxId, ImageId, Pid, Who
 from dlcamp.camp.guard import Guard, error_handlers
 from dlcamp.camp.ingest import (
     MAX_UPLOAD_BYTES,
@@ -56,13 +57,7 @@ from dlcamp.camp.reads import MAX_CLASS_NAME, MAX_CLASSES, MAX_SEQ
 from dlcamp.camp.storage import CampStore, Invalid
 from dlcamp.camp.transfer import EXPORT_FORMATS, IMPORT_FORMATS, export_project, import_project
 
-PID = r"^[a-z0-9][a-z0-9-]{0,39}$"
-EDIT = r"^[A-Za-z0-9_-]{1,64}$"
 MAX_FILES = 200
-COOKIE = "camp_token"
-Project = Annotated[str, PathParam(pattern=PID)]
-ImageId = Annotated[int, PathParam(ge=1, le=2**62)]
-BoxId = Annotated[str, PathParam(pattern=EDIT)]
 Coordinate = Annotated[float, Field(ge=-1e6, le=1e6, allow_inf_nan=False, strict=True)]
 Version = Annotated[int, Field(ge=0, le=2**62, strict=True)]
 
@@ -147,27 +142,6 @@ def create_app(data_dir: Path | str, lan: bool = False, public_url: str | None =
     mimetypes.add_type("text/javascript", ".js")
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
 
-    # `async def`: FastAPI runs a plain `def` dependency in its thread pool, two thread hops
-    # per request that cost ~30% of the edit throughput (bench/camp.py); these never block.
-    async def caller(request: Request) -> Caller:
-        if not lan:
-            return Caller(INSTRUCTOR)
-        token = bearer(request.headers.get("authorization")) or request.cookies.get(COOKIE)
-        who = book.caller(token)
-        if who is None:
-            raise Denied("a join token is needed: scan the team's QR code or open the join "
-                         "link the instructor gave you" if not token else
-                         "this token is not (or no longer) valid: ask the instructor for the "
-                         "team's current join link", status=401)
-        return who
-
-    Who = Annotated[Caller, Depends(caller)]
-
-    async def project(pid: Project, who: Who) -> str:
-        who.may_open(pid)
-        return pid
-
-    Pid = Annotated[str, Depends(project)]
 
     def base_url(request: Request) -> str:
         return public_url or str(request.base_url)
@@ -334,5 +308,7 @@ def create_app(data_dir: Path | str, lan: bool = False, public_url: str | None =
         return Response(buffer.getvalue(), media_type="image/svg+xml",
                         headers={"Cache-Control": "no-store"})
 
+    api_train.install(app, data_dir)  # training, runs, proposals (issue 16)
+    api_board.install(app, data_dir)  # the hidden test set, submissions, leaderboard
     app.add_middleware(Guard, loopback=not lan)
     return app

@@ -61,6 +61,33 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE edits ADD COLUMN request TEXT;
     """,
+    # 4 (issue 16): training, proposals and scoring.
+    # - boxes.proposed = 1: a box a trained model proposed (its `score`, the `run` that made it)
+    #   and nobody has accepted yet; only accepted boxes (proposed = 0) count, train and export.
+    # - projects.kind: 'team', or 'test' for the hidden test set the teams never see.
+    # - images.tags: a JSON object of condition tags (background, lighting, distance...).
+    # - submissions: a team's model or predictions scored on a test project.
+    """
+    ALTER TABLE boxes ADD COLUMN proposed INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE boxes ADD COLUMN score REAL;
+    ALTER TABLE boxes ADD COLUMN run TEXT;
+    ALTER TABLE projects ADD COLUMN kind TEXT NOT NULL DEFAULT 'team'
+        CHECK (kind IN ('team', 'test'));
+    ALTER TABLE images ADD COLUMN tags TEXT NOT NULL DEFAULT '{}';
+    CREATE TABLE submissions (
+        id INTEGER PRIMARY KEY,
+        project_id TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        test_id TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('run', 'checkpoint', 'predictions')),
+        source TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'queued'
+            CHECK (status IN ('queued', 'scoring', 'done', 'failed')),
+        error TEXT, result TEXT,
+        public_map REAL, private_map REAL, val_map REAL,
+        selected INTEGER NOT NULL DEFAULT 0,
+        created REAL NOT NULL, scored REAL, edit_id TEXT);
+    CREATE INDEX submissions_by_project ON submissions (project_id, created);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
