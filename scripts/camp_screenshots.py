@@ -10,8 +10,10 @@ reviewed, one "needs fix", one empty table marked "no objects". Then it opens th
 headless chromium (Selenium) at 390x844 (a phone: touch, mobile user agent) and 1366x800 (a
 laptop), uploads a few photos through the file input (new ones, a duplicate, a fake HEIC the
 server refuses), and writes docs/img/camp-<screen>-<phone|laptop>.png for the screens projects,
-photos, label and teams, each under 300 KB (palette-quantised when needed). It fails if the
-browser console logs an error other than the 4xx answers the page expects (the refused HEIC).
+photos, label, proposals (a model's proposed boxes on an unlabelled photo), train (a finished
+run's directory written beside the server), board (the leaderboard and the instructor's test
+set and event settings) and teams, each under 300 KB (palette-quantised when needed). It fails if
+the browser console logs an error other than the 4xx answers the page expects (the refused HEIC).
 
 Needs the `camp` and `test` extras, `bash scripts/install-browser.sh` (chromium, chromedriver)
 and `bash scripts/install-data.sh` (the synthesiser's stamps and backgrounds).
@@ -23,6 +25,7 @@ import argparse
 import contextlib
 import dataclasses
 import io
+import json
 import shutil
 import socket
 import subprocess
@@ -34,13 +37,14 @@ import uuid
 from pathlib import Path
 
 import httpx
-from PIL import Image
+from PIL import Image, ImageDraw
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from dlcamp.camp.auth import TokenBook
+from dlcamp.camp.storage import CampStore
 from dlcamp.data import scene_sources
 from dlcamp.vision import scene_sets
 from dlcamp.vision.scenes import SceneObject, synthesise
@@ -172,6 +176,48 @@ def fill(api: httpx.Client, photos: Photos) -> int:
     return shown
 
 
+RUN = "20250706-193015"
+
+
+def model_results(data: Path, photos: Photos, api: httpx.Client) -> int:
+    """What a trained model leaves, without training one: proposals (the true boxes, nudged,
+    with scores) on team-1's first unlabelled photo, and a finished run's directory (camp.json,
+    progress.jsonl, curves.png). Returns the proposed photo's id."""
+    images = api.get("/api/projects/team-1/images", params={"status": "unlabelled"}).json()
+    target = next(im for im in images["images"] if im["file_name"].endswith("08.jpg"))
+    boxes = [{"label": label, "x1": x1 + 6, "y1": y1 - 4, "x2": x2 + 3, "y2": y2 + 5,
+              "score": round(0.93 - 0.17 * k, 2)} for k, (label, (x1, y1, x2, y2)) in
+             enumerate(photos.boxes(8, target["width"], target["height"]))]
+    with CampStore(data) as store:
+        store.propose_boxes("team-1", target["id"], RUN, boxes)
+    out = data / "runs" / "team-1" / RUN
+    out.mkdir(parents=True, exist_ok=True)
+    lines, loss = [], 6.0
+    for epoch in range(1, 13):
+        loss *= 0.86
+        val = round(0.42 * (1 - 0.8 ** epoch), 4)
+        lines.append({"t": 1751830000 + 50 * epoch, "event": "epoch", "epoch": epoch,
+                      "step": 24 * epoch, "seconds": 50.0 * epoch, "budget_seconds": 600.0,
+                      "loss": round(loss, 4), "val_map": val, "val_map_50": round(1.7 * val, 4),
+                      "state": "running"})
+    lines.append({**lines[-1], "event": "state", "state": "done"})
+    (out / "progress.jsonl").write_text("".join(f"{json.dumps(x)}\n" for x in lines))
+    (out / "camp.json").write_text(json.dumps({
+        "project": "team-1", "run": RUN, "classes": [c["name"] for c in photos.classes],
+        "images": {"train": 7, "val": 2}, "minutes": 10, "image_size": 256,
+        "model": "yolo-lite0", "created": 1751830000, "state": "done", "error": None,
+        "val_map": lines[-1]["val_map"], "val_map_50": lines[-1]["val_map_50"]}))
+    picture = Image.new("RGB", (640, 300), "white")   # loss and val mAP per epoch
+    pen = ImageDraw.Draw(picture)
+    for key, top, colour in (("loss", 6.0, "#1971c2"), ("val_map", 0.5, "#e03131")):
+        pen.line([(40 + 48 * i, 270 - 240 * x[key] / top) for i, x in enumerate(lines[:-1])],
+                 fill=colour, width=3)
+    buffer = io.BytesIO()
+    picture.save(buffer, "PNG")
+    (out / "curves.png").write_bytes(buffer.getvalue())
+    return target["id"]
+
+
 # --- the browser ------------------------------------------------------------------------------
 
 def browser(width: int, height: int, mobile: bool) -> webdriver.Chrome:
@@ -226,8 +272,9 @@ def shoot(driver: webdriver.Chrome, path: Path) -> None:
 
 
 def screens(driver: webdriver.Chrome, base: str, token: str, uploads: list[Path], image: int,
-            out: Path, kind: str) -> None:
-    """The four screens, as an instructor: projects, photos (after `uploads`), label, teams."""
+            proposed: int, out: Path, kind: str) -> None:
+    """The screens, as an instructor: projects, photos (after `uploads`), label, proposals,
+    train, board, teams."""
     driver.get(f"{base}/?token={token}#/")
     until(driver, "document.querySelectorAll('.card').length === 3")
     shoot(driver, out / f"camp-projects-{kind}.png")
@@ -248,6 +295,26 @@ def screens(driver: webdriver.Chrome, base: str, token: str, uploads: list[Path]
     driver.execute_script("arguments[0].click(); document.activeElement.blur()", first_box)
     time.sleep(0.5)
     shoot(driver, out / f"camp-label-{kind}.png")
+
+    driver.get(f"{base}/#/p/team-1/label/{proposed}")
+    until(driver, "document.getElementById('canvas').dataset.loaded === 'true' && "
+                  "document.getElementById('canvas').dataset.proposals !== '0'")
+    driver.execute_script("document.getElementById('canvas').dispatchEvent(new KeyboardEvent("
+                          "'keydown', {key: 'a', bubbles: true}))")   # selects the first one
+    time.sleep(0.5)
+    shoot(driver, out / f"camp-proposals-{kind}.png")
+
+    driver.get(f"{base}/#/p/team-1/train")
+    until(driver, "document.querySelector('#runs tbody tr, #runs caption') || "
+                  "document.getElementById('runs-result').textContent")
+    until(driver, "[...document.querySelectorAll('img.curves')].every(i => i.complete)")
+    time.sleep(0.5)
+    shoot(driver, out / f"camp-train-{kind}.png")
+
+    driver.get(f"{base}/#/p/team-1/board")
+    until(driver, "document.getElementById('ranking').textContent.length > 0")
+    time.sleep(0.5)
+    shoot(driver, out / f"camp-board-{kind}.png")
 
     driver.get(f"{base}/#/teams")
     until(driver, "document.querySelectorAll('.token-card img').length === 3 && [...document."
@@ -275,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         with httpx.Client(base_url=base, timeout=30,
                           headers={"Authorization": f"Bearer {token}", "X-Camp": "1"}) as api:
             image = fill(api, photos)
+            proposed = model_results(Path(tmp) / "data", photos, api)
         new = [Path(tmp, f"IMG_2025080{i}.jpg") for i in (12, 13)]
         for path, i in zip(new, (12, 13), strict=True):
             path.write_bytes(photos.jpeg(i))
@@ -286,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
             uploads = [*new, duplicate, heic] if kind == "laptop" else [duplicate, heic]
             driver = browser(width, height, mobile)
             try:
-                screens(driver, base, token, uploads, image, out, kind)
+                screens(driver, base, token, uploads, image, proposed, out, kind)
                 errors += [f"{kind}: {m}" for m in console_errors(driver)]
             finally:
                 driver.quit()

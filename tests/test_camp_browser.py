@@ -5,7 +5,9 @@ photo through the file input, draw two boxes with the mouse, change a box's clas
 undo and redo, reload the page and find the same boxes the API holds, export a COCO zip. Also a
 duplicate and a file that is not an image, each answered in the upload queue with the server's
 reason; and the other ways in: a folder (non-images skipped), a drop, the webcam (chromium's
-fake camera). `bash scripts/install-browser.sh` installs chromium and chromedriver.
+fake camera). A model's proposed boxes, accepted by key A and Shift+A and rejected by Del; the
+Train and Leaderboard tabs render. `bash scripts/install-browser.sh` installs chromium and
+chromedriver.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from browserkit import headless_chromium
 from campkit import CLASSES, CSRF, free_port, phone_photo, wait_until_up
+from dlcamp.camp.storage import CampStore
 
 PID = "team-7"
 SERVER = ("import sys, uvicorn; from dlcamp.camp.api import create_app; "
@@ -43,9 +46,15 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def camp(tmp_path_factory):
+def camp_dir(tmp_path_factory):
+    """The camp's data directory (the tests may open its store beside the server)."""
+    return tmp_path_factory.mktemp("camp")
+
+
+@pytest.fixture(scope="module")
+def camp(camp_dir):
     """The camp app in a uvicorn subprocess on 127.0.0.1 (local mode); yields its base URL."""
-    data, port = tmp_path_factory.mktemp("camp"), free_port()
+    data, port = camp_dir, free_port()
     proc = subprocess.Popen([sys.executable, "-c", SERVER, str(data), str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
@@ -227,3 +236,66 @@ def test_folder_drop_and_webcam_capture(browser, camp, tmp_path):
     names = sorted(i["file_name"] for i in
                    call(camp, "GET", f"/api/projects/{pid}/images?limit=10")["images"])
     assert names[:3] == ["a.jpg", "b.jpg", "dropped.jpg"] and names[3].startswith("webcam-")
+
+
+def test_proposals_accepted_by_keys_and_rejected_by_del(browser, camp, camp_dir):
+    pid = "team-9"
+    call(camp, "POST", "/api/projects", {"id": pid, "name": "Team 9", "classes": CLASSES})
+    import httpx  # multipart upload through the API, not the page (tested above)
+
+    answer = httpx.post(f"{camp}/api/projects/{pid}/images", headers=CSRF,
+                        files=[("files", ("IMG_9.jpg", phone_photo(20), "image/jpeg"))])
+    iid = answer.json()["images"][0]["image"]["id"]
+    proposed = [{"label": 0, "x1": 40.0, "y1": 50.0, "x2": 300.0, "y2": 280.0, "score": 0.91},
+                {"label": 1, "x1": 400.0, "y1": 100.0, "x2": 600.0, "y2": 400.0, "score": 0.55},
+                {"label": 2, "x1": 650.0, "y1": 420.0, "x2": 900.0, "y2": 700.0, "score": 0.42}]
+    with CampStore(camp_dir) as store:  # what a trained model leaves (the server's own store)
+        made = store.propose_boxes(pid, iid, "20261206-093015", proposed)
+    assert len(made) == 3 and all(b["proposed"] for b in made)
+
+    browser.get(f"{camp}/#/p/{pid}/label/{iid}")
+    until(browser, "document.getElementById('canvas').dataset.loaded === 'true'")
+    until(browser, "document.getElementById('canvas').dataset.proposals === '3'")
+    assert browser.find_element(By.ID, "proposal-bar").is_displayed()
+    badge = browser.find_element(By.CSS_SELECTOR, f"#strip .thumb[data-id='{iid}'] .pbadge")
+    assert "3" in badge.get_attribute("textContent")
+    assert "proposed" in browser.find_element(By.ID, "box-list").text
+
+    def selected() -> str:
+        return browser.find_element(By.ID, "canvas").get_attribute("data-selected")
+
+    # A selects the first proposal, A again accepts it and selects the next one.
+    ActionChains(browser).send_keys("a").perform()
+    first = selected()
+    assert first in {b["id"] for b in made}
+    ActionChains(browser).send_keys("a").perform()
+    saved(browser)
+    second = selected()
+    assert second and second != first
+    boxes = api_boxes_of(camp, pid, iid)
+    assert boxes[first]["proposed"] is False and boxes[second]["proposed"] is True
+    # Del rejects the selected proposal; Shift+A accepts the rest (one left).
+    ActionChains(browser).send_keys(Keys.DELETE).perform()
+    saved(browser)
+    assert second not in api_boxes_of(camp, pid, iid)
+    ActionChains(browser).key_down(Keys.SHIFT).send_keys("A").key_up(Keys.SHIFT).perform()
+    saved(browser)
+    until(browser, "document.getElementById('canvas').dataset.proposals === '0'")
+    boxes = api_boxes_of(camp, pid, iid)
+    assert len(boxes) == 2 and not any(b["proposed"] for b in boxes.values())
+    assert not browser.find_element(By.ID, "proposal-bar").is_displayed()
+    assert call(camp, "GET", f"/api/projects/{pid}")["counts"]["labelled"] == 1
+
+    # The Train and Leaderboard tabs render (without a trained model: no runs, no scores).
+    browser.get(f"{camp}/#/p/{pid}/train")
+    until(browser, "document.querySelector('#runs caption') !== null || "
+                   "document.getElementById('runs-result').textContent.length > 0")
+    assert browser.find_element(By.ID, "train-minutes").get_attribute("value") == "10"
+    browser.get(f"{camp}/#/p/{pid}/board")
+    until(browser, "document.getElementById('ranking').textContent.length > 0")
+    assert not [e for e in browser.get_log("browser")
+                if e["level"] == "SEVERE" and "status of 4" not in e["message"]]
+
+
+def api_boxes_of(base: str, pid: str, iid: int) -> dict[str, dict]:
+    return {b["id"]: b for b in call(base, "GET", f"/api/projects/{pid}/images/{iid}")["boxes"]}

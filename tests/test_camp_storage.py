@@ -403,7 +403,8 @@ def test_counts_statuses_next_and_changes(store):
     store.patch_image(P, d, "e5", 1, review="needs_fix")
     project = store.get_project(P)
     assert project["counts"] == {"per_class": [1, 0, 2], "images": 4, "unlabelled": 1,
-                                 "labelled": 2, "no_objects": 1, "needs_fix": 1, "reviewed": 0}
+                                 "labelled": 2, "no_objects": 1, "needs_fix": 1, "reviewed": 0,
+                                 "proposed": 0}
     assert (project["images"], project["labelled"], project["boxes"]) == (4, 2, 3)
     ids = {s: [i["id"] for i in store.list_images(P, s)[0]] for s in
            ("all", "unlabelled", "labelled", "no_objects", "needs_fix")}

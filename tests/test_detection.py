@@ -252,3 +252,40 @@ def test_bad_model_and_data_pairs_are_refused(scene_set, tmp_path, capsys):
     assert main(["train", "--model", "tinyssd", "--dataset", "squares", "--augment", "twirl",
                  "--out", str(tmp_path / "x")]) == 2
     assert "flip, crop, colour" in capsys.readouterr().err
+
+
+def test_a_detection_set_on_disk_trains_evaluates_and_travels_with_its_run(tmp_path, capsys,
+                                                                           monkeypatch):
+    """`--dataset DIR` with DIR/{train,val,test}.safetensors: measured on val while training,
+    evaluated on val and test, read from <run>/data once the run carries its sets."""
+    monkeypatch.setenv("DLCAMP_QUIET", "1")
+    sets = tmp_path / "sets"
+    sets.mkdir()
+    for split, n, seed in (("train", 48, 0), ("val", 16, 1), ("test", 16, 2)):
+        squares(n, seed=seed, classes=2).save(sets / f"{split}.safetensors")
+    out = tmp_path / "run"
+    assert main(["train", "--model", "tinyssd", "--dataset", str(sets), "--epochs", "1",
+                 "--out", str(out), "--no-progress", "--batch-size", "16",
+                 "--threads", "1"]) == 0
+    assert "final val map_50" in capsys.readouterr().out
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert ckpt["data"]["dataset"] == str(sets.resolve())
+    assert ckpt["data"]["eval_splits"] == ["val", "test"]
+    assert "val_map_50" in (out / "metrics.csv").read_text().splitlines()[0]
+    assert main(["evaluate", str(out), "--json"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert {s: m["images"] for s, m in first["splits"].items()} == {"val": 16, "test": 16}
+    assert first["splits"]["val"]["map"] == pytest.approx(ckpt["metrics"]["val_map"])
+
+    (out / "data").mkdir()
+    for f in sets.iterdir():
+        f.rename(out / "data" / f.name)  # the sets move into the run: <run>/data is read
+    assert main(["evaluate", str(out), "--json"]) == 0
+    moved = json.loads(capsys.readouterr().out)
+    assert moved["splits"]["test"]["map"] == pytest.approx(first["splits"]["test"]["map"])
+    assert main(["train", "--resume", str(out), "--epochs", "2", "--no-progress"]) == 0
+    assert len((out / "metrics.csv").read_text().splitlines()) == 3
+
+    assert main(["train", "--model", "tinyssd", "--dataset", str(sets), "--out",
+                 str(tmp_path / "x")]) == 2  # the folder is empty now
+    assert "holds no train.safetensors" in capsys.readouterr().err

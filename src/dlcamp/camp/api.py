@@ -9,12 +9,13 @@ Routes (JSON unless said; every error is a 4xx {"detail": "<reason>"}, see guard
     GET  /api/projects/{p}                   project, classes, live counts per class
     PUT  /api/projects/{p}/classes           rename / append classes
     POST /api/projects/{p}/images            multipart `files` (1-200 photos)
-    GET  /api/projects/{p}/images            ?status=&offset=&limit=
+    GET  /api/projects/{p}/images            ?status=&offset=&limit= (status=proposed too)
     GET  /api/projects/{p}/images/{i}        the image and its boxes
     GET  /api/projects/{p}/images/{i}/work|thumb|original    the files
     PUT|DELETE /api/projects/{p}/images/{i}/boxes/{b}         create/update, delete a box
     PATCH /api/projects/{p}/images/{i}       no_objects, review
     POST /api/projects/{p}/images/{i}/copy_from/{src}
+    POST /api/projects/{p}/images/{i}/accept  {edit_id, box_ids?}: accept a model's proposals
     GET  /api/projects/{p}/next              ?after=&status=
     GET  /api/projects/{p}/changes           ?since=
     GET  /api/projects/{p}/export            ?format=coco|yolo|voc   (a zip, images included)
@@ -53,7 +54,7 @@ from dlcamp.camp.ingest import (
     media_type,
     safe_file_name,
 )
-from dlcamp.camp.reads import MAX_CLASS_NAME, MAX_CLASSES, MAX_SEQ
+from dlcamp.camp.reads import MAX_BOXES_PER_IMAGE, MAX_CLASS_NAME, MAX_CLASSES, MAX_SEQ
 from dlcamp.camp.storage import CampStore, Invalid
 from dlcamp.camp.transfer import EXPORT_FORMATS, IMPORT_FORMATS, export_project, import_project
 
@@ -101,6 +102,12 @@ class ImagePatch(_Body):
 
 class EditIn(_Body):
     edit_id: str = Field(pattern=EDIT)
+
+
+class AcceptIn(_Body):
+    edit_id: str = Field(pattern=EDIT)
+    box_ids: list[Annotated[str, Field(pattern=EDIT)]] | None = Field(
+        default=None, max_length=MAX_BOXES_PER_IMAGE)
 
 
 async def _files(request: Request, field: str, most: int) -> list[UploadFile]:
@@ -263,6 +270,11 @@ def create_app(data_dir: Path | str, lan: bool = False, public_url: str | None =
     async def copy_boxes(pid: Pid, iid: ImageId, src: ImageId, body: EditIn) -> dict:
         return await store.submit(store.copy_boxes, pid, iid, src, body.edit_id)
 
+    @app.post("/api/projects/{pid}/images/{iid}/accept")
+    async def accept_boxes(pid: Pid, iid: ImageId, body: AcceptIn) -> dict:
+        """Accept the image's proposals (box_ids absent: all) -> {"boxes": [box JSON]}."""
+        return await store.submit(store.accept_boxes, pid, iid, body.edit_id, body.box_ids)
+
     @app.get("/api/projects/{pid}/next")
     def next_image(pid: Pid, after: Annotated[int | None, Query(ge=0, le=MAX_SEQ)] = None,
                    status: str = "unlabelled") -> dict:
@@ -292,7 +304,7 @@ def create_app(data_dir: Path | str, lan: bool = False, public_url: str | None =
         who.must_instruct("see the join tokens")
         url = base_url(request)
         rows = [{"project": p["id"], "name": p["name"], "token": book.team_token(p["id"])}
-                for p in store.list_projects()]
+                for p in store.list_projects() if p["kind"] == "team"]  # never the test set
         return [dict(r, join_url=f"{url}?token={r['token']}") for r in rows]
 
     @app.get("/api/qr")

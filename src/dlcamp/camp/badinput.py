@@ -169,6 +169,27 @@ def _imports(t: Target) -> list[CampRequest]:
     return out
 
 
+def _proposals(t: Target) -> list[CampRequest]:
+    """Malformed requests to accept a model's proposals, or to ask for them."""
+    accept = f"/api/projects/{t.project}/images/{t.image}/accept"
+    bad = [("box_ids is a string", {"edit_id": "bad-acc", "box_ids": "all"}, 422),
+           ("501 box ids (cap 500)", {"edit_id": "bad-acc", "box_ids": ["b"] * 501}, 422),
+           ("a box id with ../", {"edit_id": "bad-acc", "box_ids": ["../x"]}, 422),
+           ("edit_id missing", {"box_ids": [t.box]}, 422),
+           ("an unknown box id", {"edit_id": "bad-acc", "box_ids": ["no-such-box"]}, 404)]
+    out = [CampRequest(f"accept: {name}", "POST", accept, JSON, _json(body), status)
+           for name, body, status in bad]
+    propose = f"/api/projects/{t.project}/propose"
+    return out + [
+        CampRequest("accept on an unknown image", "POST",
+                    f"/api/projects/{t.project}/images/{2**40}/accept", JSON,
+                    _json({"edit_id": "bad-acc"}), 404),
+        CampRequest("propose: the body is a list", "POST", propose, JSON, b"[1]", 422),
+        CampRequest("propose: edit_id missing", "POST", propose, JSON,
+                    _json({"run": "20261206-093015"}), 422),
+    ]
+
+
 def _uploads(t: Target) -> list[CampRequest]:
     """Uploads that are not photos, or not uploads at all."""
     heic = b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + bytes(64)  # an iPhone photo's start
@@ -314,6 +335,7 @@ def malformed_requests(t: Target) -> list[CampRequest]:
                                                                    {"name": "A"}]}), 422),
         CampRequest("DELETE a whole project (no such route)", "DELETE", f"/api/projects/{p}",
                     CSRF, b"", 405),
+        *_proposals(t),
         *_uploads(t),
         *_imports(t),
     ]
@@ -335,6 +357,9 @@ def malformed_requests(t: Target) -> list[CampRequest]:
                         lan=True),
             get("LAN: a team lists the tokens", "/api/tokens", 403, lan=True,
                 headers=lan_auth),
+            CampRequest("LAN: accept proposals in another team's project", "POST",
+                        f"/api/projects/{t.other_project}/images/1/accept", lan_auth,
+                        _json({"edit_id": "bad-acc"}), 403, lan=True),
         ]
     return requests
 

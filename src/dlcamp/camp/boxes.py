@@ -3,6 +3,9 @@
 Like edits.py, each function runs on the writer thread inside a SAVEPOINT. A box is versioned:
 1 when created, +1 on each change; deleting leaves a tombstone (deleted = 1, version + 1) so a
 late edit of a deleted box is a Conflict with current None, never a silent resurrection.
+A proposal (a box a model proposed: proposals.py) is an ordinary box here: a PUT of it (moved,
+relabelled, or sent unchanged) accepts it, a DELETE rejects it. copy_boxes and the import merge
+look at accepted boxes only.
 """
 
 from __future__ import annotations
@@ -75,13 +78,15 @@ def put_box(conn: sqlite3.Connection, pid: str, iid: int, box_id: str, edit_id: 
     if base_version not in (0, current["version"]):
         raise Conflict(f"box {box_id!r} changed (version {current['version']}, you edited "
                        f"version {base_version})", current)
-    if not same:  # an update; a create or update with the stored content changes nothing
+    if not same or current["proposed"]:
+        # an update, or a proposal accepted (its score kept for the record); a create or
+        # update of an accepted box with its stored content changes nothing
         seq = bump(conn, pid)
         conn.execute("UPDATE boxes SET label = ?, x1 = ?, y1 = ?, x2 = ?, y2 = ?, "
-                     "version = version + 1, seq = ?, updated = ? WHERE id = ?",
+                     "version = version + 1, seq = ?, updated = ?, proposed = 0 WHERE id = ?",
                      (*box, seq, time.time(), box_id))
         stamp_image(conn, iid, seq)
-        current = reads.box_json((box_id, *box, current["version"] + 1))
+        current = reads.box_json((box_id, *box, current["version"] + 1, 0, current["score"]))
     return record(conn, edit_id, pid, "box", request, current)
 
 
@@ -111,6 +116,7 @@ def delete_box(conn: sqlite3.Connection, pid: str, iid: int, box_id: str, edit_i
 
 def copy_boxes(conn: sqlite3.Connection, pid: str, iid: int, src_iid: int,
                edit_id: str) -> dict:
+    """Copy src_iid's ACCEPTED boxes onto iid (storage.copy_boxes)."""
     request = [iid, src_iid]
     if (done := replay(conn, edit_id, pid, "copy", request)) is not None:
         return done
@@ -120,7 +126,7 @@ def copy_boxes(conn: sqlite3.Connection, pid: str, iid: int, src_iid: int,
         raise Invalid("src: copying an image's boxes onto itself")
     w, h = image["width"], image["height"]
     new = []
-    for b in reads.live_boxes(conn, src_iid):
+    for b in reads.live_boxes(conn, src_iid, proposals=False):
         x1, y1, x2, y2 = min(b["x1"], w), min(b["y1"], h), min(b["x2"], w), min(b["y2"], h)
         if x2 - x1 > EPS and y2 - y1 > EPS:  # a box wholly outside the smaller image is dropped
             new.append((b["label"], x1, y1, x2, y2))
@@ -181,7 +187,8 @@ def _merge(conn: sqlite3.Connection, old: tuple, boxes: list[tuple], sizes: tupl
     and it ends with no live box. Returns the boxes added."""
     iid, width, height = old
     sx, sy = width / sizes[0], height / sizes[1]
-    live = [(b["label"], b["x1"], b["y1"], b["x2"], b["y2"]) for b in reads.live_boxes(conn, iid)]
+    live = [(b["label"], b["x1"], b["y1"], b["x2"], b["y2"])
+            for b in reads.live_boxes(conn, iid, proposals=False)]
     new = []
     for label, x1, y1, x2, y2 in boxes:
         box = (label, min(x1 * sx, width), min(y1 * sy, height), min(x2 * sx, width),

@@ -95,7 +95,7 @@ def check_class_count(n: int, field: str = "classes") -> None:
 
 def check_room(conn: sqlite3.Connection, iid: int, adding: int) -> None:
     """Raises Invalid when image `iid` would hold more than MAX_BOXES_PER_IMAGE live boxes
-    after `adding` more."""
+    (accepted and proposed) after `adding` more."""
     live = conn.execute("SELECT COUNT(*) FROM boxes WHERE image_id = ? AND deleted = 0",
                         (iid,)).fetchone()[0]
     if live + adding > MAX_BOXES_PER_IMAGE:
@@ -184,8 +184,8 @@ def n_classes(conn: sqlite3.Connection, pid: str) -> int:
 
 def stored_box(conn: sqlite3.Connection, box_id: str) -> tuple | None:
     """(image_id, deleted, box JSON) of a stored box, or None."""
-    row = conn.execute("SELECT image_id, deleted, id, label, x1, y1, x2, y2, version FROM boxes "
-                       "WHERE id = ?", (box_id,)).fetchone()
+    row = conn.execute("SELECT image_id, deleted, id, label, x1, y1, x2, y2, version, proposed, "
+                       "score FROM boxes WHERE id = ?", (box_id,)).fetchone()
     return None if row is None else (row[0], bool(row[1]), reads.box_json(row[2:]))
 
 
@@ -193,10 +193,15 @@ def stamp_image(conn: sqlite3.Connection, iid: int, seq: int) -> None:
     conn.execute("UPDATE images SET seq = ? WHERE id = ?", (seq, iid))
 
 
-def insert_box(conn: sqlite3.Connection, box_id: str, iid: int, box: tuple, seq: int) -> dict:
-    conn.execute("INSERT INTO boxes (id, image_id, label, x1, y1, x2, y2, version, seq, updated)"
-                 " VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?)", (box_id, iid, *box, seq, time.time()))
-    return reads.box_json((box_id, *box, 1))
+def insert_box(conn: sqlite3.Connection, box_id: str, iid: int, box: tuple, seq: int,
+               score: float | None = None, run: str | None = None) -> dict:
+    """Insert box (label, x1, y1, x2, y2) at version 1 -> its JSON. With a `score`, it is a
+    proposal (proposed = 1) made by `run`."""
+    proposed = int(score is not None)
+    conn.execute("INSERT INTO boxes (id, image_id, label, x1, y1, x2, y2, version, seq, updated,"
+                 " proposed, score, run) VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?)",
+                 (box_id, iid, *box, seq, time.time(), proposed, score, run))
+    return reads.box_json((box_id, *box, 1, proposed, score))
 
 
 # ---------------------------------------------------------------- projects

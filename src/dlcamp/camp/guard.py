@@ -30,13 +30,16 @@ from dlcamp.camp.blobs import BadBlobId
 from dlcamp.camp.ingest import PhotoRejected
 from dlcamp.camp.interchange import ImportFailed
 from dlcamp.camp.storage import Conflict, Invalid, NotFound
+from dlcamp.core.errors import DlcampError
 
 MB = 1024 * 1024
 JSON_LIMIT = 1 * MB  # any request not listed below
 UPLOAD_LIMIT = 200 * MB  # POST .../images: many phone photos at once
-IMPORT_LIMIT = 500 * MB  # POST .../import: a zip of a data set
+IMPORT_LIMIT = 500 * MB  # POST .../import and /api/testset: a zip of a data set
+SUBMIT_LIMIT = 120 * MB  # POST .../submissions: a checkpoint (or predictions) and the form
 _UPLOAD = re.compile(r"^/api/projects/[^/]+/images$")
-_IMPORT = re.compile(r"^/api/projects/[^/]+/import$")
+_IMPORT = re.compile(r"^(/api/projects/[^/]+/import|/api/testset)$")
+_SUBMIT = re.compile(r"^/api/projects/[^/]+/submissions$")
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "[::1]"}
 PAGE_CSP = ("default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; "
             "style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'; "
@@ -53,6 +56,8 @@ def body_limit(method: str, path: str) -> int:
         return UPLOAD_LIMIT
     if method == "POST" and _IMPORT.match(path):
         return IMPORT_LIMIT
+    if method == "POST" and _SUBMIT.match(path):
+        return SUBMIT_LIMIT
     return JSON_LIMIT
 
 
@@ -161,4 +166,5 @@ def error_handlers() -> dict[Any, Callable[[Request, Exception], Any]]:
 
     return {Conflict: conflict, NotFound: status(404), BadBlobId: status(404),
             Invalid: status(422), ImportFailed: status(422), Denied: status(403),
-            PhotoRejected: status(415), RequestValidationError: validation}
+            PhotoRejected: status(415), RequestValidationError: validation,
+            DlcampError: status(422)}  # any other error of ours: bad input, with its reason

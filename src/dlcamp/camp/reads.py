@@ -2,6 +2,12 @@
 
 Every function takes a connection already inside a transaction (CampStore gives each read one
 snapshot) and returns plain dicts and lists, ready for JSON.
+
+Proposals (boxes a trained model proposed, `proposed` = 1, not yet accepted) are shown on the
+page (get_image, changes: flagged "proposed" with their "score") but count nowhere else: project
+counts, "labelled", the status filters, copy_from, snapshot (what exports and training read)
+see only accepted boxes. The per-image limit MAX_BOXES_PER_IMAGE counts both (all live rows:
+what the page must draw and the database hold).
 """
 
 from __future__ import annotations
@@ -10,8 +16,12 @@ import sqlite3
 
 from dlcamp.core.errors import DlcampError
 
-# status filter -> SQL condition on images `i` (and `n`, its live box count)
-_LIVE = "(SELECT COUNT(*) FROM boxes b WHERE b.image_id = i.id AND b.deleted = 0)"
+# status filter -> SQL condition on images `i`: _LIVE counts its accepted live boxes, _OPEN
+# its open proposals
+_LIVE = ("(SELECT COUNT(*) FROM boxes b WHERE b.image_id = i.id AND b.deleted = 0 "
+         "AND b.proposed = 0)")
+_OPEN = ("(SELECT COUNT(*) FROM boxes b WHERE b.image_id = i.id AND b.deleted = 0 "
+         "AND b.proposed = 1)")
 STATUS_SQL = {
     "all": "1",
     "unlabelled": f"{_LIVE} = 0 AND i.no_objects = 0",
@@ -19,17 +29,19 @@ STATUS_SQL = {
     "no_objects": f"{_LIVE} = 0 AND i.no_objects = 1",
     "needs_fix": "i.review = 'needs_fix'",
     "reviewed": "i.review = 'done'",
+    "proposed": f"{_OPEN} > 0",
 }
 STATUSES = tuple(STATUS_SQL)
 # The limits every path into the store shares (the HTTP API imports these, never its own):
 MAX_CLASSES = 100  # classes in a project's list
 MAX_CLASS_NAME = 60  # characters of a class name (and of its name_zh)
-MAX_BOXES_PER_IMAGE = 500  # live boxes on one image
+MAX_BOXES_PER_IMAGE = 500  # live boxes on one image, open proposals included
 MAX_SEQ = 2**62  # the largest project seq / image id a query accepts (next?after, changes?since)
 BLOB_COLUMNS = {"original": "sha256", "work": "work_sha256", "thumb": "thumb_sha256"}
 _IMAGE_COLS = ("i.id, i.file_name, i.width, i.height, i.orig_width, i.orig_height, "
-               f"i.no_objects, i.review, i.version, {_LIVE}, i.seq")
-_BOX_COLS = "id, label, x1, y1, x2, y2, version"
+               f"i.no_objects, i.review, i.version, {_LIVE}, i.seq, {_OPEN}")
+_BOX_COLS = "id, label, x1, y1, x2, y2, version, proposed, score"
+_PROJECT_COLS = "id, name, created, seq, kind"
 
 
 class NotFound(DlcampError, LookupError):
@@ -60,22 +72,28 @@ def shown(value: object, limit: int = 40) -> str:
 
 
 def image_json(row: tuple) -> dict:
-    """The image JSON from a row of _IMAGE_COLS."""
+    """The image JSON from a row of _IMAGE_COLS: "boxes" counts its accepted boxes,
+    "proposals" its open proposals."""
     keys = ("id", "file_name", "width", "height", "orig_width", "orig_height", "no_objects",
-            "review", "version", "boxes", "seq")
+            "review", "version", "boxes", "seq", "proposals")
     image = dict(zip(keys, row, strict=True))
     image["no_objects"] = bool(image["no_objects"])
     return image
 
 
 def box_json(row: tuple) -> dict:
-    """The box JSON from a row of _BOX_COLS."""
-    return dict(zip(("id", "label", "x1", "y1", "x2", "y2", "version"), row, strict=True))
+    """The box JSON from a row of _BOX_COLS (id, label, x1, y1, x2, y2, version, proposed,
+    score): "proposed" a bool, "score" the proposing model's confidence in [0, 1] (kept once
+    accepted) or None for a box drawn by hand."""
+    box = dict(zip(("id", "label", "x1", "y1", "x2", "y2", "version", "proposed", "score"),
+                   row, strict=True))
+    box["proposed"] = bool(box["proposed"])
+    return box
 
 
 def project_row(conn: sqlite3.Connection, pid: str) -> tuple:
-    """(id, name, created, seq) of a project. Raises NotFound."""
-    row = conn.execute("SELECT id, name, created, seq FROM projects WHERE id = ?",
+    """(id, name, created, seq, kind) of a project. Raises NotFound."""
+    row = conn.execute(f"SELECT {_PROJECT_COLS} FROM projects WHERE id = ?",
                        (pid,)).fetchone()
     if row is None:
         raise NotFound(f"no project {str(pid)[:80]!r}")
@@ -90,23 +108,25 @@ def classes(conn: sqlite3.Connection, pid: str) -> list[dict]:
 
 
 def _totals(conn: sqlite3.Connection, pid: str) -> tuple[int, int, int]:
-    """(images, labelled images, live boxes) of a project."""
+    """(images, labelled images, accepted live boxes) of a project."""
     images, labelled = conn.execute(
         f"SELECT COUNT(*), COALESCE(SUM({_LIVE} > 0), 0) FROM images i WHERE i.project_id = ?",
         (pid,)).fetchone()
     boxes = conn.execute("SELECT COUNT(*) FROM boxes b JOIN images i ON b.image_id = i.id "
-                         "WHERE i.project_id = ? AND b.deleted = 0", (pid,)).fetchone()[0]
+                         "WHERE i.project_id = ? AND b.deleted = 0 AND b.proposed = 0",
+                         (pid,)).fetchone()[0]
     return images, labelled, boxes
 
 
 def _project_json(conn: sqlite3.Connection, row: tuple) -> dict:
     images, labelled, boxes = _totals(conn, row[0])
-    return {"id": row[0], "name": row[1], "created": row[2], "classes": classes(conn, row[0]),
-            "images": images, "labelled": labelled, "boxes": boxes}
+    return {"id": row[0], "name": row[1], "kind": row[4], "created": row[2],
+            "classes": classes(conn, row[0]), "images": images, "labelled": labelled,
+            "boxes": boxes}
 
 
 def list_projects(conn: sqlite3.Connection) -> list[dict]:
-    rows = conn.execute("SELECT id, name, created, seq FROM projects ORDER BY id").fetchall()
+    rows = conn.execute(f"SELECT {_PROJECT_COLS} FROM projects ORDER BY id").fetchall()
     return [_project_json(conn, row) for row in rows]
 
 
@@ -116,11 +136,13 @@ def get_project(conn: sqlite3.Connection, pid: str) -> dict:
     per_class = [0] * len(project["classes"])
     for label, n in conn.execute(
             "SELECT b.label, COUNT(*) FROM boxes b JOIN images i ON b.image_id = i.id "
-            "WHERE i.project_id = ? AND b.deleted = 0 GROUP BY b.label", (pid,)):
+            "WHERE i.project_id = ? AND b.deleted = 0 AND b.proposed = 0 GROUP BY b.label",
+            (pid,)):
         if 0 <= label < len(per_class):
             per_class[label] = n
     counts = {"per_class": per_class}
-    for status in ("unlabelled", "labelled", "no_objects", "needs_fix", "reviewed"):
+    for status in ("unlabelled", "labelled", "no_objects", "needs_fix", "reviewed",
+                   "proposed"):
         counts[status] = conn.execute(
             f"SELECT COUNT(*) FROM images i WHERE i.project_id = ? AND {STATUS_SQL[status]}",
             (pid,)).fetchone()[0]
@@ -147,10 +169,11 @@ def list_images(conn: sqlite3.Connection, pid: str, status: str, offset: int,
     return [image_json(r) for r in rows], total
 
 
-def live_boxes(conn: sqlite3.Connection, iid: int) -> list[dict]:
-    """The live boxes of an image, by id."""
-    rows = conn.execute(f"SELECT {_BOX_COLS} FROM boxes WHERE image_id = ? AND deleted = 0 "
-                        "ORDER BY id", (iid,))
+def live_boxes(conn: sqlite3.Connection, iid: int, proposals: bool = True) -> list[dict]:
+    """The live boxes of an image, by id; proposals: with its open proposals (flagged)."""
+    only = "" if proposals else " AND proposed = 0"
+    rows = conn.execute(f"SELECT {_BOX_COLS} FROM boxes WHERE image_id = ? AND deleted = 0"
+                        f"{only} ORDER BY id", (iid,))
     return [box_json(r) for r in rows]
 
 
@@ -215,7 +238,7 @@ def snapshot(conn: sqlite3.Connection, pid: str) -> dict:
     images = []
     for row in conn.execute(f"SELECT {_IMAGE_COLS} FROM images i WHERE i.project_id = ? "
                             "ORDER BY i.id", (pid,)).fetchall():
-        image = dict(image_json(row), boxes=live_boxes(conn, row[0]))
+        image = dict(image_json(row), boxes=live_boxes(conn, row[0], proposals=False))
         image.update(zip(("sha256", "work_sha256", "thumb_sha256"), shas[row[0]], strict=True))
         images.append(image)
     return dict(project, images=images)  # the count stays in counts["images"]

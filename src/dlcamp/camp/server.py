@@ -59,7 +59,7 @@ def join_links(data_dir: Path, base: str) -> list[tuple[str, str]]:
     """[(who, link)]: the instructor's link first, then each project's join link."""
     book = TokenBook(data_dir)
     with CampStore(data_dir) as store:
-        projects = [p["id"] for p in store.list_projects()]
+        projects = [p["id"] for p in store.list_projects() if p["kind"] == "team"]
     return [("instructor", f"{base}?token={book.instructor}"),
             *[(p, f"{base}?token={book.team_token(p)}") for p in projects]]
 

@@ -8,12 +8,14 @@ consistent snapshot. Writes run on any thread too, but are applied by ONE writer
 (writer.py) that commits them in groups: a write returns only after the COMMIT that holds it,
 so an acknowledged edit survives SIGKILL and power loss. The queries and the errors
 (NotFound -> 404, Conflict -> 409, Invalid -> 422) are in reads.py, the write transactions in
-edits.py and boxes.py.
+edits.py, boxes.py and proposals.py (a model's proposed boxes: only accepted ones count).
 
 JSON shapes (what the HTTP API returns):
-    box    {"id", "label", "x1", "y1", "x2", "y2", "version"}   pixels of the WORKING copy
+    box    {"id", "label", "x1", "y1", "x2", "y2", "version", "proposed": bool,
+            "score": float | None}                           pixels of the WORKING copy
     image  {"id", "file_name", "width", "height", "orig_width", "orig_height", "no_objects",
-            "review", "version", "boxes": <live box count>, "seq"}
+            "review", "version", "boxes": <accepted box count>, "seq",
+            "proposals": <open proposal count>}
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from dlcamp.camp import boxes, edits, reads
+from dlcamp.camp import boxes, edits, proposals, reads
 from dlcamp.camp.blobs import BlobStore
 from dlcamp.camp.reads import Conflict, Invalid, NotFound
 from dlcamp.camp.schema import DB_NAME, connect, migrate
@@ -132,30 +134,33 @@ class CampStore:
 
     # ---------------------------------------------------------------- reads
     def list_projects(self) -> list[dict]:
-        """[{"id", "name", "classes": [{"name", "name_zh"}], "images", "labelled", "boxes"}]
-        sorted by id."""
+        """[{"id", "name", "kind": "team" | "test", "classes": [{"name", "name_zh"}], "images",
+        "labelled", "boxes"}] sorted by id (boxes, labelled: accepted boxes only)."""
         with self._read() as conn:
             return reads.list_projects(conn)
 
     def get_project(self, pid: str) -> dict:
-        """A project: {"id", "name", "created", "classes", "images", "labelled", "boxes", "seq",
-        "counts": {"per_class": [n0, n1, ...], "images", "unlabelled", "no_objects",
-        "labelled", "reviewed", "needs_fix"}}. Raises NotFound."""
+        """A project: {"id", "name", "kind", "created", "classes", "images", "labelled", "boxes",
+        "seq", "counts": {"per_class": [n0, n1, ...], "images", "unlabelled", "no_objects",
+        "labelled", "reviewed", "needs_fix", "proposed"}} (accepted boxes only; "proposed":
+        images with open proposals). Raises NotFound."""
         with self._read() as conn:
             return reads.get_project(conn, pid)
 
     def list_images(self, pid: str, status: str = "all", offset: int = 0,
                     limit: int = 100) -> tuple[list[dict], int]:
         """(images in id order from `offset`, at most `limit`, and the total matching `status`).
-        status: all | unlabelled (no live box, not no_objects) | labelled (>= 1 live box) |
-        no_objects (marked, no live box) | needs_fix | reviewed (review == "done").
+        status: all | unlabelled (no accepted box, not no_objects) | labelled (>= 1 accepted
+        box) | no_objects (marked, no accepted box) | needs_fix | reviewed (review == "done") |
+        proposed (>= 1 open proposal).
         Raises NotFound (project), Invalid (status, offset, limit)."""
         with self._read() as conn:
             return reads.list_images(conn, pid, status, offset, limit)
 
     def get_image(self, pid: str, iid: int, with_boxes: bool = True) -> dict:
-        """An image's JSON; with_boxes: "boxes" is the list of live box JSONs (by id) instead of
-        their count. Raises NotFound (also for an image of another project)."""
+        """An image's JSON; with_boxes: "boxes" is the list of live box JSONs (by id, open
+        proposals included, flagged) instead of the accepted count. Raises NotFound (also for
+        an image of another project)."""
         with self._read() as conn:
             return reads.get_image(conn, pid, iid, with_boxes)
 
@@ -184,7 +189,7 @@ class CampStore:
 
     def snapshot(self, pid: str) -> dict:
         """Everything an export needs, in one consistent read: get_project's JSON, but with
-        "images" the list (in id order) of image JSON + "boxes": [box JSON] + "sha256",
+        "images" the list (in id order) of image JSON + "boxes": [ACCEPTED box JSON] + "sha256",
         "work_sha256", "thumb_sha256" (blob paths: blob_path(sha)). Raises NotFound."""
         with self._read() as conn:
             return reads.snapshot(conn, pid)
@@ -253,6 +258,28 @@ class CampStore:
         size) -> {"boxes": [box JSON of the new boxes]}. Raises NotFound, Invalid (also when
         iid would hold more than reads.MAX_BOXES_PER_IMAGE live boxes)."""
         return self._write(boxes.copy_boxes, pid, iid, src_iid, edit_id)
+
+    def propose_boxes(self, pid: str, iid: int, run: str, boxes: list[dict]) -> list[dict]:
+        """Store a model's boxes for an image as proposals -> their box JSON: boxes [{"label",
+        "x1", "y1", "x2", "y2" (working-copy px), "score" (0..1)}], checked like put_box; the
+        image's open proposals are replaced (tombstoned). `run`: the run id that made them. An
+        image with an accepted box or marked no_objects is left alone (-> []). Raises
+        NotFound, Invalid (naming boxes[j].field)."""
+        return self._write(proposals.propose_boxes, pid, iid, run, boxes)
+
+    def propose_many(self, pid: str, run: str, items: list[dict]) -> dict:
+        """propose_boxes for many images in ONE transaction (all or nothing): items [{"image":
+        id, "boxes": [...]}] -> {"images": proposed on, "boxes": stored, "skipped": [ids of
+        labelled images left alone]}. Raises NotFound, Invalid (naming items[k])."""
+        return self._write(proposals.propose_many, pid, run, items)
+
+    def accept_boxes(self, pid: str, iid: int, edit_id: str,
+                     box_ids: list[str] | None = None) -> dict:
+        """Accept the listed proposals of an image (None: all of them) -> {"boxes": [their box
+        JSON, now accepted]}; a listed box already accepted is returned unchanged. Replays
+        like put_box. Raises NotFound (image; a box not on it), Invalid, Conflict (a listed
+        box was deleted)."""
+        return self._write(proposals.accept_boxes, pid, iid, edit_id, box_ids)
 
     def import_annotations(self, pid: str, items: list[dict],
                            classes: list[dict] | None = None) -> dict:

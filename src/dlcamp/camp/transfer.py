@@ -30,13 +30,15 @@ IMPORT_FORMATS = tuple(IMPORTERS)
 
 
 def project_annotations(store: CampStore, pid: str) -> Annotations:
-    """The project as `Annotations` (one consistent read), image bytes = working copies.
-    Raises storage.NotFound."""
+    """The project as `Annotations` (one consistent read), image bytes = working copies, with
+    its accepted boxes only (a model's open proposals are not labels). Raises
+    storage.NotFound."""
     snap = store.snapshot(pid)
     classes = [ClassDef(c["name"], c.get("name_zh", "")) for c in snap["classes"]]
     images = []
     for img in snap["images"]:
-        boxes = [BoxAnn(b["label"], b["x1"], b["y1"], b["x2"], b["y2"]) for b in img["boxes"]]
+        boxes = [BoxAnn(b["label"], b["x1"], b["y1"], b["x2"], b["y2"]) for b in img["boxes"]
+                 if not b.get("proposed")]
         data = store.blobs.read(img["work_sha256"])
         ext = ".jpg" if sniff(data) == "jpeg" else ".png"  # working copies are one or the other
         images.append(ImageAnn(safe_file_name(img["file_name"], ext), img["width"],

@@ -6,6 +6,12 @@
     dlcamp camp export PROJECT --format coco|yolo|voc [--out FILE.zip]
     dlcamp camp import PROJECT FILE --format coco|yolo|voc|labelstudio|...
     dlcamp camp backup OUT_DIR
+    dlcamp camp train  PROJECT [--minutes 10] [--model yolo-lite0] [--image-size N] [--out DIR]
+                       [--resume RUN_ID] [--no-propose] [--quick] [--model-kwargs JSON]
+    dlcamp camp propose PROJECT RUN_ID [--score 0.3]
+    dlcamp camp testset FILE --format coco|yolo|voc|... [--name "Test set"] [--id test]
+    dlcamp camp score  PROJECT RUN_ID [--json]
+    dlcamp camp leaderboard [--final] [--csv OUT]
 """
 
 from __future__ import annotations
@@ -14,12 +20,13 @@ import argparse
 import json
 from pathlib import Path
 
-from dlcamp.cli.argtypes import whole
+from dlcamp.cli.argtypes import number, whole
 from dlcamp.core.errors import BadArgument
 from dlcamp.core.io import atomic_write_bytes
 
 DEFAULT_DATA = "camp-data"
 DEFAULT_PORT = 8080
+BOARD = ("testset", "score", "leaderboard")  # the hidden test set and ranking: camp_board.py
 
 
 def _classes(text: str) -> list[dict]:
@@ -60,6 +67,12 @@ def _run(args: argparse.Namespace) -> int:
     from dlcamp.camp.storage import CampStore
 
     data = Path(args.data)
+    if args.action in BOARD:
+        from dlcamp.cli.camp_board import run_board
+
+        return run_board(args)
+    if args.action in ("train", "propose"):
+        return _train(args, data)
     if args.action == "serve":
         server.serve_camp(data, args.host, args.port or DEFAULT_PORT, qr=not args.no_qr)
         return 0
@@ -113,14 +126,47 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace, data: Path) -> int:
+    """`dlcamp camp train` and `dlcamp camp propose`: the work is camp.training's."""
+    from dlcamp.camp.schema import DB_NAME
+    from dlcamp.camp.training import propose_project, train_project
+
+    if not (data / DB_NAME).exists():
+        raise BadArgument(f"no camp in {data.resolve()} (it has no {DB_NAME}): give --data "
+                          "the folder that `dlcamp camp serve` uses")
+    if args.action == "propose":
+        state = propose_project(data, args.project, args.target, args.score)
+    else:
+        try:
+            kwargs = json.loads(args.model_kwargs) if args.model_kwargs else None
+        except ValueError:
+            kwargs = []
+        if kwargs is not None and not isinstance(kwargs, dict):
+            raise BadArgument("--model-kwargs must be a JSON object, e.g. '{\"width\": 8}'")
+        state = train_project(data, args.project, minutes=args.minutes, model=args.model,
+                              image_size=args.image_size, resume=args.resume,
+                              propose=args.propose, quick=args.quick, out=args.out,
+                              model_kwargs=kwargs)
+    proposals = state.get("proposals") or {}
+    if proposals.get("state") == "done":
+        print(f"proposals: {proposals['boxes']} boxes on {proposals['images']} images")
+    print(f"run {state['run']}: {state['state']}; "
+          f"{data / 'runs' / args.project / state['run']}")
+    return 0
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Add `dlcamp camp` to the top-level subcommands."""
     c = sub.add_parser("camp", help="the hackathon app: capture photos, label boxes "
-                       "(serve | new | tokens | export | import | backup)")
-    c.add_argument("action", choices=["serve", "new", "tokens", "export", "import", "backup"])
-    c.add_argument("project", nargs="?", help="new/export/import: the project (team) id, "
-                   "e.g. team-1; backup: the folder to back up into")
-    c.add_argument("target", nargs="?", help="import: the zip, JSON file or folder")
+                       "(serve | new | tokens | export | import | backup | train | propose | "
+                       "testset | score | leaderboard)")
+    c.add_argument("action", choices=["serve", "new", "tokens", "export", "import", "backup",
+                                      "train", "propose", *BOARD])
+    c.add_argument("project", nargs="?", help="new/export/import/train/propose/score: the "
+                   "project (team) id, e.g. team-1; backup: the folder to back up into; "
+                   "testset: the zip, JSON file or folder of the hidden test set")
+    c.add_argument("target", nargs="?", help="import: the zip, JSON file or folder; "
+                   "propose/score: the run id")
     c.add_argument("--data", default=DEFAULT_DATA,
                    help=f"the camp's data folder (default ./{DEFAULT_DATA})")
     c.add_argument("--host", default="127.0.0.1", help="serve: default 127.0.0.1 (this machine "
@@ -134,7 +180,31 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--name", help="new: a display name (default: the id)")
     c.add_argument("--format", help="export: coco | yolo | voc; import: those, or the exports "
                    "of other tools: labelstudio | labelstudio-coco | cvat-coco | cvat-yolo")
-    c.add_argument("--out", help="export: the zip to write (default PROJECT-FORMAT.zip)")
+    c.add_argument("--out", help="export: the zip to write (default PROJECT-FORMAT.zip); "
+                   "train: the run directory (default DATA/runs/PROJECT/<time>)")
+    c.add_argument("--minutes", type=number(0, above=True, high=600), default=10,
+                   help="train: the time budget of the training steps (default 10)")
+    c.add_argument("--model", default="yolo-lite0", help="train: the detector (default "
+                   "yolo-lite0: a pretrained EfficientNet-Lite0 backbone)")
+    c.add_argument("--model-kwargs", help="train: JSON arguments for the model, e.g. "
+                   "'{\"width\": 8}'")
+    c.add_argument("--image-size", type=whole(32, 2048), default=None,
+                   help="train: the input side in px (default: the model's camp size)")
+    c.add_argument("--resume", metavar="RUN_ID", help="train: continue this run of the "
+                   "project within what is left of its budget")
+    c.add_argument("--propose", action=argparse.BooleanOptionalAction, default=True,
+                   help="train: afterwards, propose boxes on the unlabelled images "
+                   "(default: yes)")
+    c.add_argument("--score", type=number(0, high=1), default=0.3,
+                   help="propose: the lowest score of a proposed box (default 0.3)")
+    c.add_argument("--quick", action="store_true", help="train: one epoch at most (a smoke "
+                   "test)")
+    c.add_argument("--id", default="test", help="testset: the test project's id "
+                   "(default test)")
+    c.add_argument("--json", action="store_true", help="score: also print the whole report")
+    c.add_argument("--final", action="store_true", help="leaderboard: the private, final "
+                   "ranking")
+    c.add_argument("--csv", metavar="OUT", help="leaderboard: write both rankings as CSV")
     c.add_argument("--rotate", nargs="?", const="", default=None, metavar="PROJECT",
                    help="tokens: replace every token, or one project's")
     c.set_defaults(func=_check_and_run)
@@ -144,7 +214,9 @@ def _check_and_run(args: argparse.Namespace) -> int:
     from dlcamp.camp.transfer import EXPORT_FORMATS, IMPORT_FORMATS
 
     needs = {"new": ("project", "classes"), "export": ("project", "format"),
-             "import": ("project", "target", "format"), "backup": ("project",)}
+             "import": ("project", "target", "format"), "backup": ("project",),
+             "train": ("project",), "propose": ("project", "target"),
+             "testset": ("project", "format"), "score": ("project", "target")}
     for field in needs.get(args.action, ()):
         if getattr(args, field) is None:
             flag = field if field in ("project", "target") else f"--{field}"
@@ -153,6 +225,6 @@ def _check_and_run(args: argparse.Namespace) -> int:
     if formats and args.format not in formats:
         raise BadArgument(f"--format {args.format!r}: {args.action} knows "
                           f"{', '.join(formats)}")
-    if args.action == "backup":
+    if args.action in ("backup", "testset"):
         args.target = args.project
     return _run(args)

@@ -26,7 +26,7 @@ from torchvision.ops import box_iou
 from dlcamp.core.errors import BadArgument
 from dlcamp.core.utils import seed_everything
 from dlcamp.data.detection import DetectionSet
-from dlcamp.data.detection_loader import DetectionLoader
+from dlcamp.data.detection_loader import BoxAugment, DetectionLoader
 from dlcamp.models import create_model
 from dlcamp.train.detection import scene_loaders
 from dlcamp.train.run import make_config
@@ -146,22 +146,31 @@ def corrupt_labels(data: DetectionSet, grow: tuple[float, float] | None = None,
 
 # -- the measuring instrument: one detector, one budget ----------------------------------------
 def train_detector(train: DetectionSet, steps: int, seed: int = 0, model: str = "yolo",
-                   batch_size: int | None = None, **model_kwargs: Any) -> Trainer:
+                   batch_size: int | None = None, augment: str | BoxAugment | None = None,
+                   max_seconds: float | None = None, **model_kwargs: Any) -> Trainer:
     """Train a registered detector by its recipe (optimiser, schedule, augmentation) on
     `train` for exactly `steps` optimiser steps, so runs on 25 or 1,000 images cost the
-    same. Seeded by `seed` (weights, shuffling, augmentation). Returns the Trainer (its
+    same. Seeded by `seed` (weights, shuffling, augmentation). `augment` replaces the
+    recipe's augmentation: a name as `dlcamp train --augment` takes (e.g. "flip+colour") or
+    a box-moving batch augmentation (the `BoxAugment` signature of DetectionLoader).
+    `max_seconds` also stops training at that much training time (the schedule is stretched
+    over the budget; whichever budget ends first ends the run). Returns the Trainer (its
     `model`, `history`, `train_seconds`). BadArgument if steps < 1 or `train` is empty."""
     if steps < 1 or len(train) == 0:
         raise BadArgument(f"train_detector needs steps >= 1 and images, got {steps} steps, "
                           f"{len(train)} images")
+    named = augment if isinstance(augment, str) else None
     cfg = make_config(model, dataset=train.name or "scenes", epochs=BUDGET_EPOCHS,
-                      max_steps=steps, seed=seed, batch_size=batch_size)
+                      max_steps=steps, seed=seed, batch_size=batch_size, augment=named,
+                      max_seconds=max_seconds)
     seed_everything(seed)
     h, _ = train.image_size
     detector = create_model(model, num_classes=train.num_classes, image_size=h, **model_kwargs)
     trainer = Trainer(detector, cfg.train, task=Detection())
     loaders = scene_loaders(cfg, {"train": train, "test": train}, trainer.device,
-                            detector.normalize, cfg.augment)
+                            detector.normalize, "none" if callable(augment) else cfg.augment)
+    if callable(augment):
+        loaders.train.augment = augment
     trainer.fit(loaders.train, None, "test")
     return trainer
 

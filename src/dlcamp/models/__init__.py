@@ -8,6 +8,7 @@ from dlcamp.models import (  # noqa: F401  (registration side effect)
     efficientnet,
     googlenet,
     lenet,
+    lite_yolo,
     nin,
     resnet,
     rnn,

@@ -61,30 +61,47 @@ class YoloDetector(Detector):
     def __init__(self, num_classes: int = 1, image_size: int = 128, width: int = 16,
                  radius: float = 1.5, box_weight: float = 5.0) -> None:
         super().__init__()
-        if num_classes < 1 or width < 1:
+        if width < 1:
             raise ValueError(f"num_classes and width must be positive, got {num_classes}, {width}")
-        if image_size < 16 or image_size % 16:
-            raise ValueError(f"image_size must be a multiple of 16, got {image_size}")
-        self.num_classes, self.image_size = num_classes, image_size
-        self.radius, self.box_weight, self.stride = radius, box_weight, STRIDE
+        self._setup(num_classes, image_size, radius, box_weight, multiple=16)
         w = width
         self.stem = nn.Sequential(conv_bn(3, w, 2),                      # (B, w, S/2, S/2)
                                   conv_bn(w, 2 * w, 2), conv_bn(2 * w, 2 * w))  # S/4
         self.stage8 = nn.Sequential(conv_bn(2 * w, 4 * w, 2), conv_bn(4 * w, 4 * w))  # S/8
         self.stage16 = nn.Sequential(conv_bn(4 * w, 8 * w, 2), conv_bn(8 * w, 8 * w))  # S/16
-        self.lateral = conv_bn(8 * w, 4 * w, kernel=1)                 # FPN-lite: 16 -> 8
-        self.neck = conv_bn(4 * w, 4 * w)
-        self.head = nn.Conv2d(4 * w, 1 + num_classes + 4, 1)
-        # objectness and class biases start at prior 0.01 (Lin et al., 2017, RetinaNet sec. 4.1)
-        nn.init.constant_(self.head.bias[: 1 + num_classes], -4.6)
-        nn.init.zeros_(self.head.bias[1 + num_classes:])
+        self._build_head(c8=4 * w, c16=8 * w, channels=4 * w)
+
+    def _setup(self, num_classes: int, image_size: int, radius: float, box_weight: float,
+               multiple: int) -> None:
+        """Check and keep the settings every backbone shares; ValueError on bad ones."""
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be positive, got {num_classes}")
+        if image_size < multiple or image_size % multiple:
+            raise ValueError(f"image_size must be a multiple of {multiple}, got {image_size}")
+        self.num_classes, self.image_size = num_classes, image_size
+        self.radius, self.box_weight, self.stride = radius, box_weight, STRIDE
         side = image_size // STRIDE
         self.register_buffer("points", grid_centres(side, STRIDE), persistent=False)  # (N, 2)
 
-    def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _build_head(self, c8: int, c16: int, channels: int) -> None:
+        """The FPN-lite neck and the head on the stride-8 grid, for backbone features with c8
+        (stride 8) and c16 (stride 16) channels; the neck works with `channels`."""
+        self.lateral = conv_bn(c16, c8, kernel=1)                      # FPN-lite: 16 -> 8
+        self.neck = conv_bn(c8, channels)
+        self.head = nn.Conv2d(channels, 1 + self.num_classes + 4, 1)
+        # objectness and class biases start at prior 0.01 (Lin et al., 2017, RetinaNet sec. 4.1)
+        nn.init.constant_(self.head.bias[: 1 + self.num_classes], -4.6)
+        nn.init.zeros_(self.head.bias[1 + self.num_classes:])
+
+    def features(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """The backbone: images (B, 3, S, S) -> (stride-8 map (B, c8, S/8, S/8), stride-16 map
+        (B, c16, S/16, S/16)). A subclass with another backbone overrides this."""
         c8 = self.stage8(self.stem(images))                              # (B, 4w, S/8, S/8)
-        c16 = self.stage16(c8)                                           # (B, 8w, S/16, S/16)
-        up = F.interpolate(self.lateral(c16), scale_factor=2.0, mode="nearest")  # (B, 4w, S/8, S/8)
+        return c8, self.stage16(c8)                                      # (B, 8w, S/16, S/16)
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        c8, c16 = self.features(images)                                  # (B, c8, S/8, S/8), ..
+        up = F.interpolate(self.lateral(c16), scale_factor=2.0, mode="nearest")  # (B, c8, S/8, S/8)
         out = self.head(self.neck(c8 + up))                              # (B, 1+C+4, S/8, S/8)
         out = out.flatten(2).transpose(1, 2)                             # (B, N, 1+C+4)
         c = self.num_classes

@@ -23,7 +23,7 @@ from torch import nn
 
 from dlcamp.core.errors import CheckpointError
 from dlcamp.core.io import atomic_write_bytes
-from dlcamp.models.registry import create_model
+from dlcamp.models.registry import create_model, model_accepts
 from dlcamp.text.vocab import Vocab
 
 FORMAT, VERSION = "dlcamp-checkpoint", 1
@@ -85,9 +85,14 @@ def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: 
 
 
 def model_from_checkpoint(ckpt: dict[str, Any]) -> nn.Module:
-    """Rebuild the model the checkpoint describes and load its weights."""
+    """Rebuild the model the checkpoint describes and load its weights. A model built on
+    pretrained weights (`pretrained=True`) is rebuilt without reading them: every weight comes
+    from the checkpoint, so serving it needs no weights package."""
     spec = ckpt["model"]
-    model = create_model(spec["name"], **spec["kwargs"])
+    kwargs = dict(spec["kwargs"])
+    if model_accepts(spec["name"], "pretrained"):
+        kwargs["pretrained"] = False
+    model = create_model(spec["name"], **kwargs)
     load_weights(model, ckpt["trainer"]["model"])
     return model.eval()
 

@@ -13,7 +13,7 @@ from dlcamp.text.corpora import corpus_text
 from dlcamp.text.data import eval_loader
 from dlcamp.text.vocab import Vocab, encode_corpus
 from dlcamp.train.checkpoint import load_checkpoint, model_from_checkpoint
-from dlcamp.train.detection import EVAL_SPLITS, evaluate_detector
+from dlcamp.train.detection import evaluate_detector
 from dlcamp.train.trainer import TrainConfig, Trainer
 
 
@@ -21,8 +21,10 @@ def evaluate_checkpoint(path: Path | str, dataset: str | None = None, split: str
                         device: str = "auto", batch_size: int = 1024,
                         quick: bool = False) -> dict[str, Any]:
     """Accuracy and loss of a saved model; the dataset defaults to the one it was trained on.
-    A detector (trained on a scene set) reports mAP on the test and the shift split instead
-    (dlcamp.train.detection.evaluate_detector; `split` other than "test": that split only).
+    A detector reports mAP instead (dlcamp.train.detection.evaluate_detector): trained on a
+    scene set, on the test and the shift split; on a detection set on disk (a directory, e.g.
+    a camp run's data/, looked for next to the checkpoint first), on its val and test split;
+    `split` other than "test": that split only.
 
     Computed in fp32 whatever precision the model was trained in, as the server and the ONNX
     export compute: `dlcamp evaluate` and `dlcamp serve` give the same answers for the same
@@ -32,9 +34,10 @@ def evaluate_checkpoint(path: Path | str, dataset: str | None = None, split: str
     data_meta = ckpt["data"]
     if data_meta.get("kind") == "text":
         return _evaluate_language_model(ckpt, dataset, split, device, quick)
-    if data_meta.get("kind") == "scenes":  # the test split and the shifted one, mAP
-        splits = EVAL_SPLITS if split == "test" else (split,)
-        return evaluate_detector(ckpt, dataset, splits, device, quick)
+    if data_meta.get("kind") == "scenes":  # mAP on test + shift, or val + test of a set dir
+        splits = None if split == "test" else (split,)
+        run_dir = Path(path) if Path(path).is_dir() else Path(path).parent
+        return evaluate_detector(ckpt, dataset, splits, device, quick, run_dir=run_dir)
     name = dataset or data_meta["dataset"]
     data = load_dataset(name, split)
     if list(data.shape) != list(data_meta["shape"]):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,13 @@ from dlcamp.text.corpora import list_corpora
 from dlcamp.text.data import make_text_loaders
 from dlcamp.train.callbacks import Checkpoint, CSVLogger, EarlyStopping, EpochLog, ProgressBar
 from dlcamp.train.checkpoint import check_same_model, load_checkpoint, load_weights
-from dlcamp.train.detection import scene_data, scene_loaders, scene_sets
+from dlcamp.train.detection import (
+    is_set_dir,
+    locate_dataset,
+    scene_data,
+    scene_loaders,
+    scene_sets,
+)
 from dlcamp.train.engine import ScratchTrainer
 from dlcamp.train.plot import PlotCurves
 from dlcamp.train.speed import machine_summary
@@ -132,15 +138,20 @@ def _model_kwargs(cfg: RunConfig, shape: tuple[int, ...], n_classes: int) -> dic
 
 def data_kind(dataset: str) -> str:
     """"text" for a text corpus (dlcamp.text.corpora), "image" for an image dataset
-    (dlcamp.data.datasets), "scenes" for a detection set (dlcamp.vision.scene_sets): the one
+    (dlcamp.data.datasets), "scenes" for a detection set (dlcamp.vision.scene_sets, or a
+    directory holding train.safetensors + val.safetensors: dlcamp.train.detection): the one
     place a run decides which data, model arguments and checks it needs. Any other name is
     UnknownName, suggesting from all the tables."""
     if dataset in list_corpora():
         return "text"
     if dataset in list_datasets():
         return "image"
-    if dataset in scene_sets():
+    if dataset in scene_sets() or is_set_dir(dataset):
         return "scenes"
+    if Path(dataset).is_dir():
+        raise BadArgument(f"{dataset} is a directory but holds no train.safetensors: a "
+                          "detection set on disk is train.safetensors + val.safetensors "
+                          "(+ test.safetensors), written by DetectionSet.save")
     raise unknown_name("dataset, scene set or text corpus", dataset,
                        [*list_datasets(), *scene_sets(), *list_corpora()])
 
@@ -195,8 +206,10 @@ def _image_data(cfg: RunConfig, device: Any, augment: str
 
 
 def build(cfg: RunConfig, out: Path | None, progress: bool = True,
-          log: Callable[[str], Any] = print) -> tuple[Trainer, Loaders, dict[str, Any]]:
-    """Data, model, trainer and callbacks for a run (nothing trained, nothing written yet).
+          log: Callable[[str], Any] = print, callbacks: Sequence[Any] = ()
+          ) -> tuple[Trainer, Loaders, dict[str, Any]]:
+    """Data, model, trainer and callbacks for a run (nothing trained, nothing written yet);
+    `callbacks` are added to the run's own (progress reports of a caller, e.g. the camp's).
 
     The loaders are `Loaders` for every task; fit on `loaders.train`, measure on
     `loaders.eval` (the split named by `loaders.eval_split`)."""
@@ -235,7 +248,8 @@ def build(cfg: RunConfig, out: Path | None, progress: bool = True,
                 f"{min(WHITENING_IMAGES, len(loaders.train_set)):,} training images, frozen")
     meta = {"model": model.dlcamp_spec, "data": data, "config": cfg.to_dict(),
             "versions": versions(), "machine": machine_summary()}
-    callbacks: list[Any] = [ProgressBar(disable=None if progress else True), EpochLog(log)]
+    extra = list(callbacks)
+    callbacks = [ProgressBar(disable=None if progress else True), EpochLog(log), *extra]
     if out is not None:
         callbacks += [CSVLogger(out / "metrics.csv"),
                       PlotCurves(out / "curves.png", title=f"{cfg.model} on {cfg.dataset}"),
@@ -276,10 +290,12 @@ def log_speed(trainer: Trainer, log: Callable[[str], Any]) -> None:
 
 
 def train_run(cfg: RunConfig, out: Path | None = None, force: bool = False,
-              progress: bool = True, log: Callable[[str], Any] = print) -> tuple[Trainer, Path]:
-    """Train a new run into `out` (default runs/<model>-<dataset>-<time>)."""
+              progress: bool = True, log: Callable[[str], Any] = print,
+              callbacks: Sequence[Any] = ()) -> tuple[Trainer, Path]:
+    """Train a new run into `out` (default runs/<model>-<dataset>-<time>); `callbacks` are
+    added to the run's own."""
     out = prepare_run_dir(Path(out) if out else default_out(cfg), force, create=False)
-    trainer, loaders, _ = build(cfg, out, progress, log)  # bad settings raise before any file
+    trainer, loaders, _ = build(cfg, out, progress, log, callbacks)  # bad settings raise first
     prepare_run_dir(out, force)
     write_config(out, cfg, trainer.speed.to_dict())
     engine = " with the NumPy engine (dlcamp.engine)" if cfg.engine == "numpy" else ""
@@ -291,8 +307,12 @@ def train_run(cfg: RunConfig, out: Path | None = None, force: bool = False,
 
 
 def resume_run(run_dir: Path | str, epochs: int | None = None, progress: bool = True,
-               log: Callable[[str], Any] = print) -> tuple[Trainer, Path]:
-    """Continue an interrupted run from its last checkpoint (optionally to more epochs)."""
+               log: Callable[[str], Any] = print, callbacks: Sequence[Any] = ()
+               ) -> tuple[Trainer, Path]:
+    """Continue an interrupted run from its last checkpoint (optionally to more epochs),
+    within what is left of its time budget (max_seconds counts the training time already
+    spent). A run on a detection set on disk reads it from `<run_dir>/data` when that holds
+    one (the run directory may have moved). `callbacks` are added to the run's own."""
     out = Path(run_dir)
     if not (out / "config.json").is_file():
         raise CheckpointError(f"{out} is not a run directory (no config.json); nothing to resume. "
@@ -301,7 +321,8 @@ def resume_run(run_dir: Path | str, epochs: int | None = None, progress: bool = 
     ckpt = load_checkpoint(out / "checkpoint.pt")
     if epochs is not None:
         cfg.train.epochs = epochs
-    trainer, loaders, _ = build(cfg, out, progress, log)
+    cfg.dataset = locate_dataset(cfg.dataset, out)
+    trainer, loaders, _ = build(cfg, out, progress, log, callbacks)
     check_same_model(ckpt, trainer.model.dlcamp_spec["name"], trainer.model.dlcamp_spec["kwargs"])
     if cfg.engine == "torch":
         load_weights(trainer.model, ckpt["trainer"]["model"], str(out / "checkpoint.pt"))

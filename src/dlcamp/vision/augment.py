@@ -236,6 +236,122 @@ def color_jitter(images: Tensor, factors: Tensor, bound: float = 1.0) -> Tensor:
     return x
 
 
+# -- another room, another camera: zoom out, gamma, blur, noise --------------------------------
+def sample_uniform(batch: int, value_range: tuple[float, float],
+                   generator: torch.Generator | None = None) -> Tensor:
+    """(B,) float32 values uniform in `value_range` = (low, high), low <= high (BadArgument
+    otherwise), drawn from `generator`, on the CPU."""
+    lo, hi = (float(v) for v in value_range)
+    if lo > hi:
+        raise BadArgument(f"a range must be (low, high) with low <= high, got {value_range}")
+    u = torch.rand(batch, generator=generator, device=_gen_device(generator)).cpu()
+    return lo + (hi - lo) * u                                           # (B,)
+
+
+def sample_zooms(batch: int, height: int, width: int, scale: tuple[float, float],
+                 generator: torch.Generator | None = None) -> Tensor:
+    """Zoom-out draws, one row per image: (B, 3) = (factor, top, left): the image shrinks
+    by `factor`, uniform in `scale` with 0 < low <= high <= 1 (BadArgument otherwise), and
+    its top-left corner lands at (top, left) pixels, uniform over the places that keep the
+    shrunk image inside the canvas."""
+    lo, hi = _check_range("zoom-out scale", scale)
+    if hi > 1.0:
+        raise BadArgument(f"zoom-out shrinks: its scale must be at most 1, got {scale}")
+    factor = sample_uniform(batch, (lo, hi), generator)                  # (B,)
+    where = torch.rand(batch, 2, generator=generator, device=_gen_device(generator)).cpu()
+    top = where[:, 0] * height * (1 - factor)
+    left = where[:, 1] * width * (1 - factor)
+    return torch.stack((factor, top, left), dim=1)                      # (B, 3)
+
+
+def zoom_out(images: Tensor, zooms: Tensor, fill: float | Tensor = 0.0) -> Tensor:
+    """Shrink each image by its factor and paste it at (top, left) on a canvas of the same
+    size filled with `fill` (a number, or (B, C) per image): the "expand" augmentation of
+    SSD (Liu et al. 2016, sec. 3.6) that makes objects smaller. zooms (B, 3) from
+    `sample_zooms`; (B, C, H, W) -> same shape.
+
+    Bilinear, pixel for pixel `torchvision.transforms.v2.functional.affine(image, angle=0,
+    translate, scale=factor, shear=0, interpolation=BILINEAR, fill)` with translate = the
+    shrunk image's centre minus the canvas's (its edge pixels blend into the fill as
+    torchvision's do). No anti-aliasing: a factor under 0.5 aliases."""
+    _check_images(images)
+    b, c, height, width = images.shape
+    if zooms.shape != (b, 3):
+        raise BadArgument(f"zooms must be (B, 3) rows (factor, top, left) with B = {b}, got "
+                          f"{tuple(zooms.shape)}")
+    f, top, left = zooms.to(images.device, torch.float64).unbind(1)     # (B,) each
+
+    def source(n: int, start: Tensor) -> Tensor:  # output pixel centre -> input, in [-1, 1]
+        centre = torch.arange(n, dtype=torch.float64, device=images.device) + 0.5
+        return ((centre[None, :] - start[:, None]) / f[:, None]) * (2 / n) - 1  # (B, n)
+
+    gy, gx = source(height, top), source(width, left)
+    grid = torch.stack((gx[:, None, :].expand(b, height, width),
+                        gy[:, :, None].expand(b, height, width)), dim=-1)  # (B, H, W, 2)
+    ones = images.new_ones(b, 1, height, width)
+    out = F.grid_sample(torch.cat((images, ones), 1), grid.to(images.dtype), mode="bilinear",
+                        padding_mode="zeros", align_corners=False)       # (B, C + 1, H, W)
+    out, mask = out[:, :c], out[:, c:]
+    fill = torch.as_tensor(fill, dtype=images.dtype, device=images.device)
+    fill = fill[:, :, None, None] if fill.dim() == 2 else fill
+    return (out - fill) * mask + fill                                   # (B, C, H, W)
+
+
+def zoom_out_boxes(boxes: Tensor, labels: Tensor, zooms: Tensor) -> Tensor:
+    """Move boxes (B, M, 4) corner px with `zoom_out`: x' = left + factor * x, y' = top +
+    factor * y. Padding rows (label -1) are left as they are. Returns (B, M, 4)."""
+    f, top, left = zooms.to(boxes.device, boxes.dtype).unbind(1)        # (B,) each
+    moved = boxes * f[:, None, None] + torch.stack((left, top, left, top), 1)[:, None, :]
+    return torch.where((labels >= 0)[..., None], moved, boxes)
+
+
+def adjust_gamma(images: Tensor, gammas: Tensor, bound: float = 1.0) -> Tensor:
+    """Gamma correction, each image its own gamma (B,): bound * (x / bound) ** gamma, as
+    torchvision's adjust_gamma (gain 1) computes for float images; gamma > 1 darkens the
+    mid-tones. (B, C, H, W) -> same shape."""
+    _check_images(images)
+    g = gammas.to(images.device, images.dtype)[:, None, None, None]     # (B, 1, 1, 1)
+    return ((images / bound).clamp(0, 1) ** g * bound).clamp(0, bound)
+
+
+def gaussian_blur(images: Tensor, sigmas: Tensor) -> Tensor:
+    """Gaussian blur, each image its own sigma (B,) in pixels (0: unchanged), one grouped
+    separable convolution for the batch. The kernel has 2 * ceil(3 * max sigma) + 1 taps,
+    weights exp(-x^2 / (2 sigma^2)) normalised, the edges reflected: torchvision's
+    gaussian_blur with that kernel size. (B, C, H, W) -> same shape; BadArgument when the
+    kernel is wider than the image or a sigma is negative."""
+    _check_images(images)
+    b, c, height, width = images.shape
+    if bool((sigmas < 0).any()):
+        raise BadArgument(f"blur sigmas must be >= 0, got {sigmas.min().item()}")
+    radius = math.ceil(3 * float(sigmas.max())) if b else 0
+    if radius == 0:
+        return images
+    if radius >= min(height, width):
+        raise BadArgument(f"a blur sigma of {float(sigmas.max()):.2f} px needs a kernel wider "
+                          f"than the {height}x{width} image")
+    x = torch.arange(-radius, radius + 1, dtype=torch.float64)           # (K,)
+    s = sigmas.cpu().double().clamp(min=1e-6)[:, None]                  # (B, 1)
+    kernel = torch.exp(-0.5 * (x[None, :] / s) ** 2)
+    kernel = (kernel / kernel.sum(1, keepdim=True)).to(images.device, images.dtype)  # (B, K)
+    kernel = kernel.repeat_interleave(c, 0)                             # (B * C, K)
+    flat = F.pad(images.reshape(1, b * c, height, width), (radius,) * 4, mode="reflect")
+    flat = F.conv2d(flat, kernel[:, None, None, :], groups=b * c)        # along x
+    flat = F.conv2d(flat, kernel[:, None, :, None], groups=b * c)        # along y
+    return flat.reshape(b, c, height, width)
+
+
+def add_noise(images: Tensor, sigmas: Tensor, bound: float = 1.0,
+              generator: torch.Generator | None = None) -> Tensor:
+    """Add Gaussian noise of standard deviation sigma * bound (sigmas (B,), as fractions of
+    the pixel range), each pixel its own draw, then clip to [0, bound]. (B, C, H, W) -> same
+    shape."""
+    _check_images(images)
+    noise = torch.randn(images.shape, generator=generator, device=_gen_device(generator))
+    s = sigmas.to(images.device, images.dtype)[:, None, None, None] * bound
+    return (images + noise.to(images.device, images.dtype) * s).clamp(0, bound)
+
+
 # -- the whole pipeline -----------------------------------------------------------------------
 @dataclass(frozen=True)
 class BatchAugment:

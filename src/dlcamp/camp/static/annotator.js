@@ -2,7 +2,7 @@
  * neighbours warmed), replay edits still queued for it, and move between photos (previous, next,
  * next unlabelled, a thumbnail's click). Drawing is canvas.js; the panel is panel.js. */
 import { $, say } from "./util.js";
-import { S, versions, imgVersions, P, boxState, setLocal, updateEntry } from "./state.js";
+import { S, versions, imgVersions, P, boxState, boxView, setLocal, updateEntry, boxById } from "./state.js";
 import { ApiError, api, apiBlob, Q } from "./api.js";
 import { canvas, A, fitView, draw, cancelDrag } from "./canvas.js";
 import { flushNudge } from "./edits.js";
@@ -34,9 +34,10 @@ function loadWork(id) {
 function replayPending(id) {
   for (const o of Q.ops) {
     if (o.img !== id || o.pid !== S.pid) continue;
-    if (o.kind === "put") setLocal(o.box, boxState(o));
+    if (o.kind === "put") { setLocal(o.box, boxState(o)); const b = boxById(o.box); if (b) b.proposed = false; }
     else if (o.kind === "del") setLocal(o.box, null);
     else if (o.kind === "patch") Object.assign(S.cur, o.fields);
+    else if (o.kind === "accept") for (const b of S.cur.boxes) if (!o.box_ids || o.box_ids.includes(b.id)) b.proposed = false;
   }
 }
 
@@ -56,10 +57,11 @@ export async function openImage(id) {
   if (seq !== openSeq) return;
   S.cur = { id, file_name: data.file_name, width: data.width, height: data.height, version: data.version,
     no_objects: !!data.no_objects, review: data.review || "todo",
-    boxes: (data.boxes || []).map((b) => ({ id: b.id, ...boxState(b) })) };
+    boxes: (data.boxes || []).map((b) => ({ id: b.id, ...boxView(b) })) };
   for (const b of data.boxes || []) if ((versions.get(b.id) || 0) < b.version) versions.set(b.id, b.version);
   if ((imgVersions.get(id) || 0) < data.version) imgVersions.set(id, data.version);
   replayPending(id);
+  updateEntry();
   if (entry) Object.assign(entry, { no_objects: S.cur.no_objects, review: S.cur.review });
   S.selected = null; A.img = null; A.hover = null;
   canvas.dataset.imageId = String(id); canvas.dataset.loaded = "false";

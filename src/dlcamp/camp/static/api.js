@@ -45,11 +45,19 @@ export async function api(path, { method = "GET", json, body, raw = false, timeo
   if (!r.ok) throw new ApiError(r.status, detailText(data, r.status), data);
   return data;
 }
+/** An API error as a line for the page; a route this server lacks (an older dlcamp, or a part not
+ *  installed) says so instead of a bare "Not Found". */
+export function explain(e, what = "") {
+  if (e && e.status === 404 && (e.message === "Not Found" || e.message === "HTTP 404"))
+    return `${what ? `${what}: ` : ""}这个服务器还没有这项功能 this server does not offer this yet (404)`;
+  if (e && e.status === 405) return `${what ? `${what}: ` : ""}这个服务器不支持 not supported by this server (405)`;
+  return `${what ? `${what}: ` : ""}${e && e.message ? e.message : String(e)}`;
+}
 /** GET a binary resource with the auth header (img src cannot send one) -> Blob. */
 export async function apiBlob(path) { return (await api(path, { raw: true })).blob(); }
 
 /* the edit queue ------------------------------------------------------------------------------
- * Ops are plain data: {kind: put|del|patch|copy, pid, img, box?, label/x1.., fields?, src?,
+ * Ops are plain data: {kind: put|del|patch|copy|accept, pid, img, box?, label/x1.., fields?, src?, box_ids?,
  * edit_id, base?}. They are sent one at a time, in order, so an op's base_version is read when it
  * is first sent (after every earlier op on the same box was acknowledged) and then kept for every
  * retry, like its edit_id. The queue survives a reload (sessionStorage) and resends the same
@@ -115,7 +123,17 @@ function sendOp(op) {
     return api(base, { method: "PATCH", timeout: t,
       json: { edit_id: op.edit_id, base_version: op.base, ...op.fields } });
   }
+  if (op.kind === "accept") return sendAccept(base, op, t);
   return api(`${base}/copy_from/${op.src}`, { method: "POST", timeout: t, json: { edit_id: op.edit_id } });
+}
+/** Accept a model's proposals (box_ids, or all of the image's): the answer must give the boxes'
+ *  new versions before the next op is sent, so when it does not list them, read the image. */
+async function sendAccept(base, op, t) {
+  const res = await api(`${base}/accept`, { method: "POST", timeout: t, json: { edit_id: op.edit_id,
+    ...(op.box_ids ? { box_ids: op.box_ids } : {}) } });
+  if (res && Array.isArray(res.boxes)) return res;
+  if (Array.isArray(res)) return { boxes: res };
+  return api(base, { timeout: t });
 }
 // Worth retrying with the same edit_id: no network, a timeout, a busy or restarting server, and a
 // token the server no longer takes (the edit waits for the team to rejoin instead of being lost).
@@ -163,6 +181,9 @@ export function acknowledge(op, res) {
   if (op.kind === "put" && res) versions.set(op.box, res.version);
   if (op.kind === "del") versions.set(op.box, (op.base || 0) + 1);
   if (op.kind === "patch" && res) imgVersions.set(op.img, res.version);
+  if (op.kind === "accept" && res) {
+    for (const b of res.boxes || []) if (b && b.id && (versions.get(b.id) || 0) < b.version) versions.set(b.id, b.version);
+  }
   on.acknowledged(op, res);
 }
 

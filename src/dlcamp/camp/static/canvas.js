@@ -112,10 +112,13 @@ function drawTag(text, x, y, col) {
 function drawBox(b, selected) {
   const a = toScreen(b.x1, b.y1), c = toScreen(b.x2, b.y2), col = colour(b.label);
   ctx.lineWidth = selected ? 3 : 2;
+  if (b.proposed) ctx.setLineDash([7, 5]);   // a model's proposal: dashed until someone accepts it
   ctx.strokeStyle = "rgba(0,0,0,.55)"; ctx.strokeRect(a.x - 1, a.y - 1, c.x - a.x + 2, c.y - a.y + 2);
   ctx.strokeStyle = col; ctx.strokeRect(a.x, a.y, c.x - a.x, c.y - a.y);
+  ctx.setLineDash([]);
   if (selected) { ctx.fillStyle = col + "26"; ctx.fillRect(a.x, a.y, c.x - a.x, c.y - a.y); }
-  drawTag(className(b.label), a.x, a.y, col);
+  const score = b.proposed && typeof b.score === "number" ? ` ${b.score.toFixed(2)}` : "";
+  drawTag(b.proposed ? `? 建议 ${className(b.label)}${score}` : className(b.label), a.x, a.y, col);
   if (!selected) return;
   for (const [x, y] of handlePoints(b)) {
     ctx.fillStyle = "#fff"; ctx.strokeStyle = col; ctx.lineWidth = 2;

@@ -8,6 +8,7 @@ import { Q, saveQueue, acknowledge } from "./api.js";
 import { renameBox } from "./edits.js";
 import { refreshAnnot } from "./panel.js";
 import { renderThumbs } from "./gallery.js";
+import { reloadCurrent } from "./annotator.js";
 
 function describeBox(b) {
   if (!b) return "已删除 deleted";
@@ -31,6 +32,11 @@ export async function resolveConflict(op, body) {
   const current = body.current === undefined ? null : body.current;
   const here = S.cur && S.cur.id === op.img && op.pid === S.pid;
   if (op.kind === "copy") { Q.ops.shift(); saveQueue(); say(body.detail || "复制失败 copy failed", "error"); return; }
+  if (op.kind === "accept") {   // a teammate edited or removed a proposal first: show the server's state
+    Q.ops.shift(); saveQueue(); say(`没能接受 Not accepted: ${body.detail || "conflict"}`, "error");
+    if (here && !Q.ops.some((o) => o.img === op.img)) reloadCurrent();
+    return;
+  }
   if (op.kind === "patch") {
     // Nobody touched the fields this op changes: merge silently with their version.
     if (current && op.expect && Object.keys(op.expect).every((k) => current[k] === op.expect[k])) {

@@ -5,7 +5,7 @@ import { $, $$, el, uuid, say, fmtSize } from "./util.js";
 import { S, P, classes } from "./state.js";
 import { api } from "./api.js";
 import { refreshAnnot } from "./panel.js";
-import { renderThumbs, clearThumbs, renderCounts, scheduleCounts, schedulePoll } from "./gallery.js";
+import { renderThumbs, clearThumbs, renderCounts, scheduleCounts, schedulePoll, loadProposed } from "./gallery.js";
 import { closeImage } from "./annotator.js";
 import { renderProjectSelect, updateTabs, loadProjects } from "./teams.js";
 
@@ -35,6 +35,7 @@ export async function openProject(pid, force = false) {
   }
   renderProjectSelect(); renderCounts(); renderClassEditor(); renderThumbs(); refreshAnnot(); updateTabs();
   schedulePoll();
+  if (!S.images.some((im) => typeof im.proposals === "number")) loadProposed();
   return true;
 }
 

@@ -25,6 +25,7 @@ function applyBox(h, target) {
     setLocal(h.id, null);
     enqueue({ kind: "del", img: S.cur.id, box: h.id });
   } else if (cur) {
+    if (cur.proposed) cur.proposed = false;   // the server takes an edit of a proposal as accepting it
     setLocal(h.id, target);
     enqueue({ kind: "put", img: S.cur.id, box: h.id, ...target });
   } else {
@@ -69,7 +70,7 @@ export function redo() {
   if (!a) { say("没有可重做的 Nothing to redo"); return; }
   run(a, "after"); st.undo.push(a); afterEdit();
 }
-function afterEdit() {
+export function afterEdit() {
   refreshAnnot(); updateEntry();
   if ($("#filter").value === "all" && $("#strip-filter").value === "all") refreshThumb(S.cur.id);
   else renderThumbs();   // the image may have joined or left a filtered list
@@ -159,6 +160,14 @@ export function acknowledged(op, res) {
     }
   }
   if (op.kind === "copy" && res) copied(op, res.boxes || []);
+  if (op.kind === "accept" && res && S.cur && S.cur.id === op.img && op.pid === S.pid) {
+    const ids = op.box_ids ? new Set(op.box_ids) : null;   // the server's word on what is accepted now
+    for (const b of res.boxes || []) {
+      const mine = boxById(b.id);
+      if (mine && (!ids || ids.has(b.id)) && !b.proposed) mine.proposed = false;
+    }
+    updateEntry(); refreshAnnot(); refreshThumb(op.img);
+  }
   if (op.pid === S.pid) scheduleCounts();
 }
 /** The server answered a copy: show the new boxes and make the copy one undoable action. */

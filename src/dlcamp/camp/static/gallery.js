@@ -2,8 +2,8 @@
  * annotator's strip, the status filters, the counts bar, and polling /changes so teammates'
  * uploads and edits show up. Opening a photo from a thumbnail is wired in annotator.js. */
 import { $, $$, el } from "./util.js";
-import { S, versions, imgVersions, P, classes, className, colour, boxCountOf, statusOf, matches,
-  boxState, setLocal } from "./state.js";
+import { S, versions, imgVersions, P, classes, className, colour, boxCountOf, proposalsOf, statusOf,
+  matches, boxView, setLocal } from "./state.js";
 import { api, apiBlob, Q, pendingFor } from "./api.js";
 import { A } from "./canvas.js";
 import { refreshAnnot, renderClassList } from "./panel.js";
@@ -41,7 +41,7 @@ function thumbFor(where, im) {
     const pic = el("img", { class: "pic", alt: "", draggable: "false", dataset: { key, pid: S.pid, img: String(im.id) } });
     if (thumbUrls.has(key)) pic.src = thumbUrls.get(key); else seen.observe(pic);
     t = el("button", { class: "thumb", type: "button", dataset: { id: String(im.id) } },
-      pic, el("span", { class: "badge" }), el("span", { class: "cap" }));
+      pic, el("span", { class: "badge" }), el("span", { class: "pbadge" }), el("span", { class: "cap" }));
     thumbEls[where].set(key, t);
   }
   const st = statusOf(im), n = boxCountOf(im), [zh, en] = STATUS_TEXT[st];
@@ -49,7 +49,10 @@ function thumbFor(where, im) {
   t.dataset.unsaved = pendingFor(im.id) ? "true" : "false";
   $(".badge", t).textContent = n > 0 && st !== "needs_fix" ? `${zh} ${n}` : zh;
   $(".cap", t).textContent = im.file_name;
-  t.title = `${im.file_name} · ${zh} ${en}${n ? ` · ${n} 框 boxes` : ""}`;
+  const open = proposalsOf(im);   // a model's proposals waiting for a person
+  t.dataset.proposals = String(open);
+  $(".pbadge", t).textContent = open ? `建议 ${open > 0 ? open : ""}`.trim() : "";
+  t.title = `${im.file_name} · ${zh} ${en}${n ? ` · ${n} 框 boxes` : ""}${open ? " · 有模型建议 has proposals" : ""}`;
   t.setAttribute("aria-label", t.title);
   t.classList.toggle("current", !!(S.cur && S.cur.id === im.id));
   return t;
@@ -132,7 +135,7 @@ function mergeCurrent(im) {
   const theirs = new Map(im.boxes.map((b) => [b.id, b]));
   let changed = false;
   for (const b of im.boxes) {
-    if ((versions.get(b.id) || 0) < b.version) { versions.set(b.id, b.version); setLocal(b.id, boxState(b)); changed = true; }
+    if ((versions.get(b.id) || 0) < b.version) { versions.set(b.id, b.version); setLocal(b.id, boxView(b)); changed = true; }
   }
   for (const b of [...S.cur.boxes]) {
     if (!theirs.has(b.id) && (versions.get(b.id) || 0) > 0) { setLocal(b.id, null); changed = true; }
@@ -145,9 +148,12 @@ function mergeCurrent(im) {
   if (changed) refreshAnnot();
 }
 export function upsertImage(im) {
-  const n = Array.isArray(im.boxes) ? im.boxes.length : im.boxes;
   const entry = S.byId.get(im.id);
-  const fields = { ...im, boxes: n };
+  const fields = { ...im, boxes: boxCountOf(im) };
+  if (Array.isArray(im.boxes)) {
+    fields.proposals = proposalsOf(im);
+    if (fields.proposals) S.proposedIds.add(im.id); else S.proposedIds.delete(im.id);
+  }
   if (entry) {
     if (S.cur && S.cur.id === im.id) return;
     if (pendingFor(im.id)) return;
@@ -159,3 +165,20 @@ export function upsertImage(im) {
   }
 }
 document.addEventListener("visibilitychange", () => { if (!document.hidden && S.pid) schedulePoll(50); });
+
+/** Which photos have a model's open proposals (GET ?status=proposed), for the gallery's badges when
+ *  the image list does not count them. An older server without the filter: none. */
+export async function loadProposed() {
+  const pid = S.pid, ids = new Set();
+  try {
+    for (let offset = 0; ;) {
+      const r = await api(P(`/images?status=proposed&offset=${offset}&limit=1000`));
+      for (const im of r.images) ids.add(im.id);
+      offset += r.images.length;
+      if (!r.images.length || offset >= r.total) break;
+    }
+  } catch (e) { return; }
+  if (pid !== S.pid) return;
+  S.proposedIds = ids;
+  renderThumbs();
+}

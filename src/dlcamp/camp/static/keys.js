@@ -3,10 +3,11 @@
 import { $, el } from "./util.js";
 import { S, boxById, selectedBox } from "./state.js";
 import { canvas, A, fitView, zoomCentre, cancelDrag } from "./canvas.js";
-import { undo, redo, deleteSelected, setClass, toggleNoObjects, setReview, copyPrev, nudge,
+import { undo, redo, setClass, toggleNoObjects, setReview, copyPrev, nudge,
   flushNudge } from "./edits.js";
 import { refreshAnnot } from "./panel.js";
 import { step, nextUnlabelled } from "./annotator.js";
+import { acceptKey, acceptAll, deleteOrReject } from "./proposals.js";
 
 const KEYS = [
   [["拖动 drag"], "画框；拖动选中的框或角点来移动、调整大小", "Draw a box; drag a selected box or its handles to move / resize"],
@@ -16,7 +17,11 @@ const KEYS = [
   [["Ctrl+Z"], "撤销", "Undo"],
   [["Ctrl+Shift+Z", "Ctrl+Y"], "重做", "Redo"],
   [["N"], "下一张未标注的照片", "Next unlabelled photo"],
-  [["A", "←"], "上一张", "Previous photo"],
+  [["A"], "接受选中的模型建议框，再选下一个（没有建议时：上一张）", "Accept the selected proposed box, select the next (no proposals: previous photo)"],
+  [["Shift+A"], "接受本图全部建议框", "Accept all proposed boxes of the photo"],
+  [["Del"], "在建议框上：拒绝它", "On a proposed box: reject it"],
+  [["编辑 edit"], "移动、调整或改类别也会接受建议框", "Moving, resizing or relabelling a proposed box accepts it"],
+  [["←", "A"], "上一张", "Previous photo"],
   [["D", "→"], "下一张", "Next photo"],
   [["C"], "复制上一张照片的框", "Copy the boxes of the previous photo"],
   [["0", "E"], "标为“无目标”（导出时保留）", "Mark 'no objects' (kept in exports)"],
@@ -63,8 +68,10 @@ document.addEventListener("keydown", (e) => {
   let done = true;
   if (/^[1-9]$/.test(k)) setClass(+k - 1);
   else if (k === "0" || k === "e" || k === "E") toggleNoObjects();
-  else if (k === "Delete" || k === "Backspace") deleteSelected();
+  else if (k === "Delete" || k === "Backspace") deleteOrReject();
   else if (k === "n" || k === "N") nextUnlabelled();
+  else if ((k === "a" || k === "A") && e.shiftKey) acceptAll();
+  else if ((k === "a" || k === "A") && acceptKey()) { /* a proposal accepted or selected */ }
   else if (k === "ArrowLeft" || k === "a" || k === "A") step(-1);
   else if (k === "ArrowRight" || k === "d" || k === "D") step(1);
   else if (k === "c" || k === "C") copyPrev();
@@ -84,7 +91,7 @@ window.addEventListener("blur", () => { A.space = false; });
 
 $("#undo").addEventListener("click", undo);
 $("#redo").addEventListener("click", redo);
-$("#delete").addEventListener("click", deleteSelected);
+$("#delete").addEventListener("click", deleteOrReject);
 $("#copy-prev").addEventListener("click", copyPrev);
 $("#no-objects").addEventListener("click", toggleNoObjects);
 $("#review-done").addEventListener("click", () => setReview("done"));

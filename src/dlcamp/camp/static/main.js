@@ -16,13 +16,17 @@
  *   teams.js      header, projects, joining, team join links
  *   gallery.js    thumbnails, filters, counts, polling for teammates' edits
  *   edits.js      the user's edits as undoable actions; what acknowledgements mean
- *   conflicts.js  409s: keep theirs or use mine
  *   annotator.js  opening photos and stepping through them
+ *   conflicts.js  409s: keep theirs or use mine
  *   data.js       opening a project; export, import, the class editor
+ *   proposals.js  a trained model's proposed boxes: accept (A, Shift+A), reject
+ *   board.js      the leaderboard, submissions and their shift reports; the instructor's test set
+ *   train.js      training runs: start, live progress (server-sent events), resume, propose
  *   pointer.js    mouse and touch on the canvas
  *   keys.js       keys, tool buttons, the shortcut list
  *   capture.js    file inputs, drop, folders, webcam, the upload queue
- *   main.js       routing (#/ · #/teams · #/p/<project>/<photos|label|data>[/<image id>]), start-up
+ *   main.js       routing (#/ · #/teams · #/board · #/p/<project>/<photos|label|data|train|board>[/<image id>]),
+ *                 start-up
  */
 import { $$, say } from "./util.js";
 import { S, matches, updateEntry } from "./state.js";
@@ -35,6 +39,8 @@ import { flushNudge, acknowledged } from "./edits.js";
 import { resolveConflict } from "./conflicts.js";
 import { openImage, reloadCurrent } from "./annotator.js";
 import { openProject, renderClassEditor } from "./data.js";
+import { renderTrain, leaveTrain } from "./train.js";
+import { renderBoard } from "./board.js";
 import "./pointer.js";
 import "./keys.js";
 import "./capture.js";
@@ -45,20 +51,23 @@ onQueue({ acknowledged, conflict: resolveConflict, refused: reloadCurrent });
 function parseHash() {
   const parts = location.hash.replace(/^#\/?/, "").split("/").filter(Boolean).map(decodeURIComponent);
   if (parts[0] === "teams") return { view: "teams" };
+  if (parts[0] === "board") return { view: "board" };
   if (parts[0] === "p" && parts[1]) {
-    const view = ["photos", "label", "data"].includes(parts[2]) ? parts[2] : "photos";
+    const view = ["photos", "label", "data", "train", "board"].includes(parts[2]) ? parts[2] : "photos";
     return { view, pid: parts[1], image: parts[3] ? Number(parts[3]) || null : null };
   }
   return { view: "projects" };
 }
 function setView(view) {
   if (S.view === "label" && view !== "label") { flushNudge(); updateEntry(); }
+  if (S.view === "train" && view !== "train") leaveTrain();
   S.view = view;
   document.body.dataset.view = view;
   for (const a of $$("#tabs a")) {
     if (a.dataset.view === view) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
   }
-  const names = { projects: "项目 Projects", photos: "照片 Photos", label: "标注 Label", data: "数据 Data", teams: "队伍 Teams" };
+  const names = { projects: "项目 Projects", photos: "照片 Photos", label: "标注 Label", data: "数据 Data",
+    train: "训练 Train", board: "排行榜 Leaderboard", teams: "队伍 Teams" };
   document.title = `${names[view] || ""} · ${S.project && S.pid ? `${S.project.name} · ` : ""}dlcamp 营地`;
 }
 
@@ -72,6 +81,8 @@ async function routeNow() {
   else if (r.view === "teams") { if (!S.projects.length) await loadProjects(); renderTeams(); }
   else if (r.view === "data") renderClassEditor();
   else if (r.view === "photos") renderThumbs();
+  else if (r.view === "train") renderTrain();
+  else if (r.view === "board") { if (!S.projects.length) await loadProjects(); renderBoard(!!r.pid); }
   else if (r.view === "label") {
     const firstTodo = S.images.find((im) => matches(im, "unlabelled"));
     const id = r.image || (S.cur && S.cur.id) || (firstTodo && firstTodo.id) || (S.images[0] && S.images[0].id) || null;

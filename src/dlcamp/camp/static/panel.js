@@ -28,7 +28,18 @@ export function refreshAnnot() {
       cur.review === "done" ? "✓ 已审核 Reviewed" : cur.review === "needs_fix" ? "待修改 Needs fix" : ""]
       .filter(Boolean).join(" · ");
   } else badge.hidden = true;
+  renderProposalBar();
   renderClassList(); renderBoxList(); draw();
+}
+/** The bar over the canvas while the photo has a model's open proposals: how many, accept. */
+function renderProposalBar() {
+  const open = S.cur ? S.cur.boxes.filter((b) => b.proposed).length : 0;
+  const sel = selectedBox();
+  $("#proposal-bar").hidden = !open;
+  canvas.dataset.proposals = String(open);
+  if (!open) return;
+  $("#proposal-count").textContent = `${open} 个建议框 proposed`;
+  $("#accept-one").disabled = !(sel && sel.proposed);
 }
 
 export function renderClassList() {
@@ -56,9 +67,11 @@ function renderBoxList() {
     ul.replaceChildren(el("li", { class: "muted small" }, S.cur && S.cur.no_objects ? "无目标 No objects" : "还没有框 No boxes yet"));
     return;
   }
-  ul.replaceChildren(...S.cur.boxes.map((b) => el("li", {}, el("button", {
+  ul.replaceChildren(...S.cur.boxes.map((b) => el("li", { dataset: { proposed: String(!!b.proposed) } }, el("button", {
     type: "button", "aria-current": String(b.id === S.selected),
     onclick: () => { S.selected = b.id; S.curClass = b.label; refreshAnnot(); canvas.focus({ preventScroll: true }); },
   }, el("span", { class: "swatch", style: `background:${colour(b.label)}` }), className(b.label),
+  b.proposed ? el("span", { class: "prop-tag", title: "模型建议，未接受 Proposed by the model, not accepted yet" },
+    `建议 proposed${typeof b.score === "number" ? ` ${b.score.toFixed(2)}` : ""}`) : null,
   el("span", { class: "sz" }, `${Math.round(b.x2 - b.x1)}×${Math.round(b.y2 - b.y1)}`)))));
 }

@@ -20,6 +20,7 @@ export const S = {
   cur: null,           // open image: {id, file_name, width, height, version, no_objects, review, boxes}
   curClass: 0,
   selected: null,      // selected box id
+  proposedIds: new Set(),   // images with open proposals (?status=proposed), when the list lacks counts
 };
 export const versions = new Map();     // box id -> version the server acknowledged (0: never created)
 export const imgVersions = new Map();  // image id -> version the server acknowledged
@@ -34,9 +35,18 @@ export function className(i) {
   return c.name_zh ? `${c.name_zh} ${c.name}` : c.name;
 }
 export const colour = (i) => PALETTE[((i % PALETTE.length) + PALETTE.length) % PALETTE.length];
+/** Accepted boxes of an image (a model's open proposals do not count as labels). */
 export function boxCountOf(im) {
-  if (S.cur && S.cur.id === im.id) return S.cur.boxes.length;
-  return typeof im.boxes === "number" ? im.boxes : (im.boxes || []).length;
+  if (S.cur && S.cur.id === im.id) return S.cur.boxes.filter((b) => !b.proposed).length;
+  if (Array.isArray(im.boxes)) return im.boxes.filter((b) => !b.proposed).length;
+  return typeof im.boxes === "number" ? im.boxes : 0;
+}
+/** Open proposals of an image: a count, or -1 when only known to be some (the list said so). */
+export function proposalsOf(im) {
+  if (S.cur && S.cur.id === im.id) return S.cur.boxes.filter((b) => b.proposed).length;
+  if (Array.isArray(im.boxes)) return im.boxes.filter((b) => b.proposed).length;
+  if (typeof im.proposals === "number") return im.proposals;
+  return S.proposedIds.has(im.id) ? -1 : 0;
 }
 /** The badge an image shows: needs_fix > reviewed > labelled > no_objects > unlabelled. */
 export function statusOf(im) {
@@ -55,6 +65,7 @@ export function matches(im, filter) {
     case "labelled": return n > 0;
     case "reviewed": return live.review === "done";
     case "needs_fix": return live.review === "needs_fix";
+    case "proposed": return proposalsOf(im) !== 0;
     default: return true;
   }
 }
@@ -63,6 +74,10 @@ export function matches(im, filter) {
 const stacks = new Map();   // image id -> {undo: [], redo: []}
 export function stack(img) { let s = stacks.get(img); if (!s) { s = { undo: [], redo: [] }; stacks.set(img, s); } return s; }
 export const boxState = (b) => ({ label: b.label, x1: b.x1, y1: b.y1, x2: b.x2, y2: b.y2 });
+/** A server box as the page holds it: its state plus whether a model proposed it (and the
+ *  model's score). Undo stacks keep boxState only: accepting cannot be undone. */
+export const boxView = (b) => ({ ...boxState(b), proposed: !!b.proposed,
+  score: typeof b.score === "number" ? b.score : null });
 export const sameState = (a, b) => !!a && !!b && ["label", "x1", "y1", "x2", "y2"].every((k) => a[k] === b[k]);
 export function boxById(id) { return S.cur ? S.cur.boxes.find((b) => b.id === id) : null; }
 export function selectedBox() { return S.selected ? boxById(S.selected) : null; }
@@ -81,5 +96,9 @@ export function setLocal(id, state) {
 export function updateEntry() {
   if (!S.cur) return;
   const entry = S.byId.get(S.cur.id);
-  if (entry) Object.assign(entry, { boxes: S.cur.boxes.length, no_objects: S.cur.no_objects, review: S.cur.review });
+  if (!entry) return;
+  const open = S.cur.boxes.filter((b) => b.proposed).length;
+  Object.assign(entry, { boxes: S.cur.boxes.length - open, proposals: open, no_objects: S.cur.no_objects,
+    review: S.cur.review });
+  if (open) S.proposedIds.add(S.cur.id); else S.proposedIds.delete(S.cur.id);
 }

@@ -17,7 +17,7 @@ export function renderProjectSelect() {
 $("#project-select").addEventListener("change", (e) => {
   const pid = e.target.value;
   if (!pid) { location.hash = "#/"; return; }
-  const view = ["photos", "label", "data"].includes(S.view) ? S.view : "photos";
+  const view = ["photos", "label", "data", "train", "board"].includes(S.view) ? S.view : "photos";
   location.hash = `#/p/${encodeURIComponent(pid)}/${view}`;
 });
 export function updateTabs() {
@@ -25,6 +25,7 @@ export function updateTabs() {
   for (const a of $$("#tabs a")) {
     const v = a.dataset.view;
     if (v !== "teams" && S.pid) a.href = `#/p/${encodeURIComponent(S.pid)}/${v}`;
+    else if (v === "board") a.href = "#/board";
   }
 }
 /** Show `view` of project `pid` (or the project list / the teams page): a new history entry. */
