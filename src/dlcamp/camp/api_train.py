@@ -1,6 +1,6 @@
 """Training, runs and proposals over HTTP; `install(app, data_dir)` adds the routes.
 
-    POST /api/projects/{p}/train              {edit_id, minutes: 1..60, resume: run|null}
+    POST /api/projects/{p}/train              {edit_id, minutes: 0.25..60, resume: run|null}
                                               -> 202 the run's camp.json (queued)
     GET  /api/projects/{p}/runs               [{run, state, created, minutes, val_map,
                                                 val_map_50, ...}] newest first
@@ -52,7 +52,7 @@ class _Body(BaseModel):
 
 class TrainIn(_Body):
     edit_id: str = Field(pattern=EDIT)
-    minutes: int = Field(default=10, ge=1, le=60, strict=True)
+    minutes: float = Field(default=10, ge=0.25, le=60, allow_inf_nan=False)
     resume: str | None = Field(default=None, pattern=RUN)
 
 

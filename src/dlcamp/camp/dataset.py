@@ -16,14 +16,13 @@ run, whatever else is added to the project.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from PIL import Image
 
 from dlcamp.core.errors import BadArgument
 from dlcamp.data.detection import DetectionSet
+from dlcamp.vision.letterbox import Letterbox, letterbox
 
 MIN_IMAGES = 4  # usable images a project needs before it can be trained
 FILL = (127, 127, 127)  # the letterbox's grey: ~the detectors' normalisation mean (0 after it)
@@ -42,69 +41,26 @@ WHERE i.project_id = ? AND b.deleted = 0 AND b.proposed = 0
 ORDER BY b.image_id, b.id"""
 
 
-@dataclass(frozen=True)
-class Fit:
-    """How a width x height photo was letterboxed into side x side: resized to (new_w, new_h)
-    (scale_x = new_w / width, scale_y = new_h / height), pasted at (left, top)."""
-
-    width: int
-    height: int
-    side: int
-    new_w: int
-    new_h: int
-    left: int
-    top: int
-
-    @classmethod
-    def of(cls, width: int, height: int, side: int) -> Fit:
-        longer = max(width, height)
-        new_w = max(1, round(width * side / longer))
-        new_h = max(1, round(height * side / longer))
-        return cls(width, height, side, new_w, new_h, (side - new_w) // 2, (side - new_h) // 2)
-
-    def boxes(self, boxes: torch.Tensor) -> torch.Tensor:
-        """(K, 4) corner px of the photo -> (K, 4) corner px of the square (float32)."""
-        scale = torch.tensor([self.new_w / self.width, self.new_h / self.height] * 2)
-        shift = torch.tensor([self.left, self.top] * 2, dtype=torch.float64)
-        return (boxes.double() * scale + shift).float()
-
-    def back(self, boxes: torch.Tensor) -> torch.Tensor:
-        """(K, 4) corner px of the square -> (K, 4) corner px of the photo, clipped to it."""
-        scale = torch.tensor([self.new_w / self.width, self.new_h / self.height] * 2)
-        shift = torch.tensor([self.left, self.top] * 2, dtype=torch.float64)
-        out = (boxes.double() - shift) / scale
-        limit = torch.tensor([self.width, self.height] * 2, dtype=torch.float64)
-        return torch.minimum(out.clamp(min=0), limit)
-
-
-def letterbox(img: Image.Image, side: int, fill: tuple[int, int, int] = FILL
-              ) -> tuple[torch.Tensor, Fit]:
-    """A PIL image -> ((3, side, side) uint8 tensor, its Fit). Resampled as the server's
-    letterbox does (dlcamp.serve.detect.letterbox): shrinking averages areas (BOX),
-    enlarging is bilinear; transparency lies on `fill`."""
-    fit = Fit.of(img.width, img.height, side)
+def fit_photo(img: Image.Image, side: int, fill: tuple[int, int, int] = FILL
+              ) -> tuple[torch.Tensor, Letterbox]:
+    """A PIL image -> ((3, side, side) uint8 tensor, its Letterbox), letterboxed exactly as the
+    server letterboxes (dlcamp.vision.letterbox); transparency lies on `fill`."""
     if img.mode in ("LA", "La", "PA", "RGBA", "RGBa") or "transparency" in img.info:
         rgba = img.convert("RGBA")
         img = Image.new("RGB", img.size, fill)
         img.paste(rgba, mask=rgba.getchannel("A"))
-    img = img.convert("RGB")
-    if (fit.new_w, fit.new_h) != img.size:
-        shrink = fit.new_w <= img.width and fit.new_h <= img.height
-        img = img.resize((fit.new_w, fit.new_h),
-                         Image.Resampling.BOX if shrink else Image.Resampling.BILINEAR)
-    square = Image.new("RGB", (side, side), fill)
-    square.paste(img, (fit.left, fit.top))
+    square, fit = letterbox(img.convert("RGB"), side, fill)
     pixels = torch.from_numpy(np.asarray(square, dtype=np.uint8).copy())  # (side, side, 3)
     return pixels.permute(2, 0, 1).contiguous(), fit
 
 
 def load_work(store, pid: str, iid: int, side: int, fill: tuple[int, int, int] = FILL
-              ) -> tuple[torch.Tensor, Fit]:
-    """The working copy of image `iid`, letterboxed: ((3, side, side) uint8, Fit). The Fit is
-    of the stored working-copy size. Raises NotFound (camp.reads)."""
+              ) -> tuple[torch.Tensor, Letterbox]:
+    """The working copy of image `iid`, letterboxed: ((3, side, side) uint8, Letterbox), the
+    Letterbox of the stored working-copy size. Raises NotFound (camp.reads)."""
     with Image.open(store.image_blob(pid, iid, "work")) as img:
         img.load()
-        return letterbox(img, side, fill)
+        return fit_photo(img, side, fill)
 
 
 def val_split(sha256s: list[str], val_fraction: float = 0.2) -> list[bool]:
@@ -152,12 +108,12 @@ def project_sets(store, pid: str, image_size: int, val_fraction: float = 0.2,
     for (iid, sha, _, width, height, _), val in zip(rows, in_val, strict=True):
         pixels, fit = load_work(store, pid, iid, image_size, fill)
         if (fit.width, fit.height) != (width, height):
-            fit = Fit.of(width, height, image_size)  # boxes are in the stored size's pixels
+            fit = Letterbox.fit(width, height, image_size)  # boxes are in the stored size's pixels
         found = per_image.get(iid, [])
         coords = torch.tensor([b[1:] for b in found], dtype=torch.float64).reshape(-1, 4)
         part = parts[val]
         part["images"].append(pixels)
-        part["boxes"].append(fit.boxes(coords))
+        part["boxes"].append(fit.to_input(coords))
         part["labels"].append(torch.tensor([b[0] for b in found], dtype=torch.int64))
         part["ids"].append(iid)
         part["sha"].append(sha)

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from PIL import Image, ImageDraw
 
-from dlcamp.camp.dataset import Fit, letterbox
+from dlcamp.camp.dataset import fit_photo
 from dlcamp.camp.reads import Invalid
 from dlcamp.core.errors import CheckpointError, UnknownName
 from dlcamp.core.io import atomic_write_bytes
@@ -41,6 +41,7 @@ from dlcamp.models.detector import is_detector
 from dlcamp.models.registry import create_model
 from dlcamp.train.checkpoint import load_checkpoint, load_weights
 from dlcamp.train.task import class_ap
+from dlcamp.vision.letterbox import Letterbox
 
 MAX_CHECKPOINT_BYTES = 100 * 1024**2
 MAX_IMAGE_SIZE, MAX_CLASSES, MAX_KWARG = 640, 100, 1024
@@ -50,7 +51,7 @@ SCORE_MIN = 0.01  # detections kept for mAP (the Detection task's threshold)
 FP_SCORE, FN_SCORE, MATCH_IOU, WORST = 0.05, 0.3, 0.5, 6
 BATCH, TILE = 16, 160
 CACHE_BYTES = 256 * 1024**2
-_FITS: OrderedDict[tuple[str, int], tuple[torch.Tensor, Fit]] = OrderedDict()
+_FITS: OrderedDict[tuple[str, int], tuple[torch.Tensor, Letterbox]] = OrderedDict()
 _LOCK = threading.Lock()
 
 
@@ -154,8 +155,8 @@ def _load_image(path: Path) -> Image.Image:
         return img.convert("RGB")
 
 
-def _fitted(path: Path, side: int) -> tuple[torch.Tensor, Fit]:
-    """A working copy letterboxed exactly as training saw it (camp.dataset.letterbox), kept
+def _fitted(path: Path, side: int) -> tuple[torch.Tensor, Letterbox]:
+    """A working copy letterboxed exactly as training saw it (camp.dataset.fit_photo), kept
     in a cache of CACHE_BYTES (blobs are named by their content: never stale), so decoding the
     photos, the slow part, is paid by a test set's first scoring only."""
     key = (str(path), side)
@@ -165,7 +166,7 @@ def _fitted(path: Path, side: int) -> tuple[torch.Tensor, Fit]:
             return _FITS[key]
     with Image.open(path) as img:
         img.load()
-        fitted = letterbox(img, side)
+        fitted = fit_photo(img, side)
     with _LOCK:
         _FITS[key] = fitted
         while sum(t.numel() for t, _ in _FITS.values()) > CACHE_BYTES:
@@ -177,7 +178,7 @@ def _fitted(path: Path, side: int) -> tuple[torch.Tensor, Fit]:
 def predict(model: torch.nn.Module, test: TestSet, batch: int = BATCH) -> list[dict]:
     """Detections per test image in its working copy's pixels: [{"boxes" (K, 4), "scores" (K,),
     "labels" (K,) model class ids}], images letterboxed to model.image_size as in training
-    (camp.dataset.letterbox), normalised as model.normalize says, run in batches (eval mode,
+    (camp.dataset.fit_photo), normalised as model.normalize says, run in batches (eval mode,
     no gradients)."""
     side = int(model.image_size)
     mean, std = (torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1)
@@ -190,7 +191,7 @@ def predict(model: torch.nn.Module, test: TestSet, batch: int = BATCH) -> list[d
             x = torch.stack([b[0] for b in boxed]).float() / 255.0           # (B, 3, S, S)
             found = model.detect(model((x - mean) / std), SCORE_MIN, 0.5, MAX_PREDICTIONS)
             for det, (_, fit) in zip(found, boxed, strict=True):
-                out.append({"boxes": fit.back(det["boxes"]).float(),
+                out.append({"boxes": fit.to_original(det["boxes"]).float(),
                             "scores": det["scores"].float(),
                             "labels": det["labels"].long()})
     return out

@@ -296,7 +296,7 @@ def predict(model: torch.nn.Module, meta: dict[str, Any], store: CampStore, pid:
         x = (torch.stack(pictures).float() / 255.0 - mean) / std  # (B, 3, side, side)
         detections = model.detect(model(x), score_threshold=score_threshold)
         for iid, fit, det in zip(chunk, fits, detections, strict=True):
-            boxes = fit.back(det["boxes"]).tolist()
+            boxes = fit.to_original(det["boxes"]).tolist()
             found[iid] = [{"label": int(c), "x1": b[0], "y1": b[1], "x2": b[2], "y2": b[3],
                            "score": round(float(s), 4)}
                           for b, c, s in zip(boxes, det["labels"], det["scores"], strict=True)

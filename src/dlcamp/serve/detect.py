@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import io
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from dlcamp.core.io import atomic_write_bytes
 from dlcamp.models.registry import create_model
 from dlcamp.serve.model import ServedModel
 from dlcamp.serve.preprocess import ImageError, Preprocess, value_range
+from dlcamp.vision.letterbox import Letterbox, letterbox  # noqa: F401  (dlcamp.serve.detect.Letterbox)
 
 DEFAULT_SCORE, IOU, MAX_DETECTIONS = 0.3, 0.5, 100
 FONT_DIRS = (Path("/usr/share/fonts"), Path("/usr/local/share/fonts"), Path.home() / ".fonts",
@@ -42,42 +42,6 @@ CJK_FILES = ("wqy-microhei", "wqy-zenhei", "notosanscjk", "sourcehansans", "msyh
              "pingfang", "heiti", "notoserifcjk", "uming", "ukai", "simsun", "droidsansfallback")
 COLOURS = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),
            (70, 240, 240), (240, 50, 230), (210, 245, 60))
-
-
-@dataclass(frozen=True)
-class Letterbox:
-    """How a width x height image was fitted into the model's side x side input: resized to
-    (round(width * s), round(height * s)) with s = side / max(width, height), pasted at
-    (left, top). `scale_x`, `scale_y` are the exact resize factors of each axis."""
-
-    width: int
-    height: int
-    side: int
-    scale_x: float
-    scale_y: float
-    left: int
-    top: int
-
-    @classmethod
-    def fit(cls, width: int, height: int, side: int) -> Letterbox:
-        longer = max(width, height)
-        new_w = max(1, round(width * side / longer))
-        new_h = max(1, round(height * side / longer))
-        return cls(width, height, side, new_w / width, new_h / height,
-                   (side - new_w) // 2, (side - new_h) // 2)
-
-    @property
-    def inner(self) -> tuple[int, int]:
-        """(width, height) of the resized image inside the square."""
-        return round(self.width * self.scale_x), round(self.height * self.scale_y)
-
-    def to_original(self, boxes: torch.Tensor) -> torch.Tensor:
-        """Boxes (K, 4) corner px of the model input -> corner px of the original image,
-        clipped to it: x -> (x - left) / scale_x, y -> (y - top) / scale_y."""
-        b = boxes.double()                                                  # (K, 4)
-        x = ((b[:, 0::2] - self.left) / self.scale_x).clamp(0, self.width)   # (K, 2)
-        y = ((b[:, 1::2] - self.top) / self.scale_y).clamp(0, self.height)   # (K, 2)
-        return torch.stack((x[:, 0], y[:, 0], x[:, 1], y[:, 1]), dim=1)      # (K, 4)
 
 
 def to_rgb(img: Image.Image, background: tuple[int, int, int]) -> Image.Image:
@@ -99,21 +63,6 @@ def to_rgb(img: Image.Image, background: tuple[int, int, int]) -> Image.Image:
     except (ValueError, OSError) as e:
         raise ImageError(f"images with {img.mode} pixels cannot be turned into RGB here ({e})",
                          415) from e
-
-
-def letterbox(img: Image.Image, side: int, fill: tuple[int, int, int]
-              ) -> tuple[Image.Image, Letterbox]:
-    """An RGB image -> (the side x side RGB model input, how it was placed). Shrinking
-    averages areas (BOX: an exact 2x enlargement shrinks back to the same pixels), enlarging
-    is bilinear."""
-    box = Letterbox.fit(img.width, img.height, side)
-    size = box.inner
-    if size != img.size:
-        shrink = size[0] <= img.width and size[1] <= img.height
-        img = img.resize(size, Image.Resampling.BOX if shrink else Image.Resampling.BILINEAR)
-    square = Image.new("RGB", (side, side), fill)
-    square.paste(img, (box.left, box.top))
-    return square, box
 
 
 def is_detector_model(model: ServedModel) -> bool:
