@@ -119,6 +119,25 @@ def test_project_sets_letterbox_photos_and_keep_accepted_boxes(tmp_path):
         assert not set(train.meta["image_ids"]) & set(val.meta["image_ids"])
 
 
+def test_a_reviewed_photo_with_open_proposals_does_not_train_as_background(tmp_path):
+    make_camp(tmp_path)
+    with CampStore(tmp_path) as store:
+        iid = store.list_images("team-1", "unlabelled")[0][0]["id"]
+        version = store.get_image("team-1", iid, with_boxes=False)["version"]
+        store.patch_image("team-1", iid, "r1", version, review="done")
+
+        def used() -> set[int]:
+            train, val = project_sets(store, "team-1", SIDE)
+            return set(train.meta["image_ids"]) | set(val.meta["image_ids"])
+
+        assert iid in used()  # reviewed, nothing on it: a photo of background
+        (made,) = store.propose_boxes("team-1", iid, "run-1", [
+            {"label": 0, "x1": 5.0, "y1": 5.0, "x2": 40.0, "y2": 40.0, "score": 0.9}])
+        assert iid not in used()  # an unreviewed proposal: neither object nor background
+        store.delete_box("team-1", iid, made["id"], "d1", made["version"])
+        assert iid in used()
+
+
 def test_the_val_split_is_fixed_by_each_photos_hash(camp, tmp_path):
     data, _ = camp
     with CampStore(data) as store:
@@ -272,10 +291,13 @@ def test_the_api_queues_streams_cancels_and_keeps_teams_apart(tmp_path):
         assert r.json()["state"] in ("queued", "running")
         replay = c.post(f"{base}/train", headers=me, json={"edit_id": "t1", "minutes": 1})
         assert replay.status_code == 202 and replay.json()["run"] == run
-        second = c.post(f"{base}/train", headers=me, json={"edit_id": "t2", "minutes": 1})
+        hog = c.post(f"{base}/train", headers=me, json={"edit_id": "t2", "minutes": 1})
+        assert hog.status_code == 409 and run in hog.json()["detail"]  # one job per team
+        other = "/api/projects/team-2"
+        second = c.post(f"{other}/train", headers=them, json={"edit_id": "t2", "minutes": 1})
         queued = second.json()["run"]
-        assert queued != run and second.json()["position"] == 1
-        r = c.post(f"{base}/runs/{queued}/cancel", headers=me, json={"edit_id": "c1"})
+        assert second.status_code == 202 and second.json()["position"] == 1
+        r = c.post(f"{other}/runs/{queued}/cancel", headers=them, json={"edit_id": "c1"})
         assert r.status_code == 200 and r.json()["state"] == "cancelled"
 
         for method, path, body in (("get", f"{base}/runs", None),
@@ -306,22 +328,27 @@ def test_the_api_queues_streams_cancels_and_keeps_teams_apart(tmp_path):
         assert any(e["event"] == "epoch" and e["val_map"] is not None for e in events)
 
         listed = {r["run"]: r for r in c.get(f"{base}/runs", headers=me).json()}
-        assert listed[run]["state"] == "done" and listed[queued]["state"] == "cancelled"
+        assert listed[run]["state"] == "done" and list(listed) == [run]  # not team-2's
+        assert c.get(f"{other}/runs/{queued}", headers=them).json()["state"] == "cancelled"
         assert listed[run]["val_map"] is not None and listed[run]["curves"]
         detail = c.get(f"{base}/runs/{run}", headers=me).json()
         assert detail["history"] and detail["last"]["state"] == "done"
         png = c.get(f"{base}/runs/{run}/curves.png", headers=me)
         assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
 
+        wait_for(lambda: app.state.jobs.busy() is None)  # the job ends just after its run
         r = c.post(f"{base}/propose", headers=me, json={"edit_id": "p1", "run": run})
         assert r.status_code == 202 and r.json()["proposals"]["state"] in ("queued", "running")
         assert c.post(f"{base}/propose", headers=them,
                       json={"edit_id": "p2", "run": run}).status_code == 403
+        wait_for(lambda: c.get(f"{base}/runs/{run}", headers=me).json()["proposals"]["state"]
+                 not in ("queued", "running"))
+        proposals = c.get(f"{base}/runs/{run}", headers=me).json()["proposals"]
+        assert proposals["state"] == "done" and proposals["images"] == len(SIZES) - LABELLED
+        wait_for(lambda: app.state.jobs.busy() is None)
         third = c.post(f"{base}/train", headers=me,
                        json={"edit_id": "t3", "minutes": 1}).json()["run"]
         wait_for(lambda: c.get(f"{base}/runs/{third}", headers=me).json()["state"] == "running")
-        proposals = c.get(f"{base}/runs/{run}", headers=me).json()["proposals"]
-        assert proposals["state"] == "done" and proposals["images"] == len(SIZES) - LABELLED
         r = c.post(f"{base}/runs/{third}/cancel", headers=me, json={"edit_id": "c3"})
         assert r.json()["state"] == "cancelled" and app.state.jobs.busy() is None
         again = c.post(f"{base}/train", headers=me,
@@ -345,3 +372,19 @@ def test_a_restarted_server_marks_runs_it_lost_interrupted(tmp_path):
     assert after["20260101-000004"] == {"run": "20260101-000004", **states["20260101-000004"]}
     with pytest.raises(BadArgument, match="not a run id"):
         training.run_path(tmp_path, "team-1", "../team-2/20260101-000001")
+
+
+def test_a_job_that_cannot_start_fails_and_the_queue_goes_on(tmp_path):
+    jobs = JobQueue(tmp_path, python=str(tmp_path / "no-such-python"))
+    try:
+        first = jobs.train("team-1", 1)["run"]
+        wait_for(lambda: training.read_state(training.run_path(tmp_path, "team-1", first))
+                 .get("state") == "failed")
+        state = training.read_state(training.run_path(tmp_path, "team-1", first))
+        assert "could not run" in state["error"]
+        wait_for(lambda: jobs.busy() is None)
+        second = jobs.train("team-1", 1)["run"]  # the worker thread is still there
+        wait_for(lambda: training.read_state(training.run_path(tmp_path, "team-1", second))
+                 .get("state") == "failed")
+    finally:
+        jobs.close()

@@ -140,9 +140,13 @@ async def events(pid: Pid, run: RunId, request: Request,
 async def _stream(out: Path, sent: int, request: Request):
     yield "retry: 2000\n\n"
     start = quiet = time.monotonic()
+    seen = -1  # progress.jsonl's size when last read: unchanged, nothing to read
     while True:
         state = read_state(out).get("state")  # before the lines: none written before is missed
-        for record in read_progress(out, sent):
+        size = _size(out / "progress.jsonl")
+        records = read_progress(out, sent) if size != seen else []
+        seen = size
+        for record in records:
             sent += 1
             quiet = time.monotonic()
             yield f"id: {sent}\ndata: {json.dumps(record)}\n\n"
@@ -155,6 +159,13 @@ async def _stream(out: Path, sent: int, request: Request):
             quiet = time.monotonic()
             yield ": keepalive\n\n"
         await asyncio.sleep(POLL_SECONDS)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 @router.post("/api/projects/{pid}/runs/{run}/cancel")

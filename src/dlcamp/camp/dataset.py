@@ -28,11 +28,15 @@ MIN_IMAGES = 4  # usable images a project needs before it can be trained
 FILL = (127, 127, 127)  # the letterbox's grey: ~the detectors' normalisation mean (0 after it)
 
 # images that train: an accepted live box, or marked as holding no objects, or reviewed
+# "done" without open proposals (an image whose only boxes are unreviewed proposals would
+# otherwise train as pure background)
 _USABLE_SQL = """
 SELECT i.id, i.sha256, i.work_sha256, i.width, i.height, i.file_name
 FROM images i
-WHERE i.project_id = ? AND (i.no_objects = 1 OR i.review = 'done' OR EXISTS (
-    SELECT 1 FROM boxes b WHERE b.image_id = i.id AND b.deleted = 0 AND b.proposed = 0))
+WHERE i.project_id = ? AND (i.no_objects = 1 OR EXISTS (
+    SELECT 1 FROM boxes b WHERE b.image_id = i.id AND b.deleted = 0 AND b.proposed = 0)
+    OR (i.review = 'done' AND NOT EXISTS (
+    SELECT 1 FROM boxes b WHERE b.image_id = i.id AND b.deleted = 0 AND b.proposed = 1)))
 ORDER BY i.id"""
 _BOXES_SQL = """
 SELECT b.image_id, b.label, b.x1, b.y1, b.x2, b.y2

@@ -75,6 +75,7 @@ class JobQueue:
             replay = self._replay(pid, edit_id)
             if replay is not None:
                 return replay
+            self._one_per_team(pid)
             if resume is None:
                 run = new_run_id(self.data_dir, pid)
                 out = run_path(self.data_dir, pid, run)
@@ -106,6 +107,7 @@ class JobQueue:
             replay = self._replay(pid, edit_id)
             if replay is not None:
                 return replay
+            self._one_per_team(pid)
             out = run_path(self.data_dir, pid, run)
             state = read_state(out)
             if not (out / "checkpoint.pt").is_file():
@@ -202,6 +204,17 @@ class JobQueue:
                 return state
         return None
 
+    def _one_per_team(self, pid: str) -> None:  # under self._wake
+        """Conflict when project `pid` already has a job queued or running: one team must not
+        fill the one-at-a-time queue with its runs while the others wait."""
+        mine = [j for j in (self._current, *self._pending) if j is not None and j.pid == pid]
+        if mine:
+            job = mine[0]
+            raise Conflict(f"this team already has a {job.kind} job "
+                           f"{'running' if job is self._current else 'queued'} (run "
+                           f"{job.out.name}); wait for it to end or cancel it first",
+                           current=read_state(job.out))
+
     def _enqueue(self, job: Job) -> None:  # under self._wake
         if self._closed:
             raise Conflict("the camp server is stopping")
@@ -221,6 +234,9 @@ class JobQueue:
                 job = self._current = self._pending.popleft()
             try:
                 self._run(job)
+            except Exception as e:  # the worker must outlive any one job
+                (job.out / "train.log").parent.mkdir(parents=True, exist_ok=True)
+                self._finish(job, rc=-1, error=f"the job could not run: {e}")
             finally:
                 with self._wake:
                     self._current = None
@@ -242,7 +258,7 @@ class JobQueue:
                      interrupted=job.cancel and self._closed)
 
     def _finish(self, job: Job, rc: int | None = None, cancelled: bool = False,
-                interrupted: bool = False) -> None:
+                interrupted: bool = False, error: str | None = None) -> None:
         """Set the states the subprocess could not set itself: a training that has not
         ended (a finished one stays done), proposals still queued or running."""
         ended = ("cancelled" if cancelled else "interrupted" if interrupted
@@ -250,7 +266,7 @@ class JobQueue:
         if ended is None:
             return
         state, changes = read_state(job.out), {}
-        error = {"cancelled": "cancelled", "interrupted": "the server stopped"}.get(
+        error = error or {"cancelled": "cancelled", "interrupted": "the server stopped"}.get(
             ended) or _last_error(job.out)
         if job.kind == "train" and state.get("state") not in ("done", "failed"):
             changes.update(state=ended, error=error)
