@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from campkit import CSRF
-from dlcamp.camp import coco, testset
+from dlcamp.camp import api_board, board, coco, scoring, testset
 from dlcamp.camp.api import create_app
 from dlcamp.camp.auth import TokenBook
 from dlcamp.camp.interchange import Annotations, BoxAnn, ClassDef, ImageAnn
@@ -145,6 +145,11 @@ def test_submissions_are_scored_limited_ranked_and_frozen(camp):
     b1 = submit_json(c, "team-b", auth["team-b"], perfect[::2], "b1").json()
     mine = c.get("/api/projects/team-a/submissions", headers=auth["team-a"]).json()
     assert mine["left"] == 0 and [s["status"] for s in mine["submissions"]] == ["done"] * 2
+    replay = submit_json(c, "team-a", auth["team-a"], apples, "a1").json()  # scored by now
+    for row in [*mine["submissions"], replay]:  # open: no private or whole-set score anywhere
+        assert row["private_map"] is None and not {"private", "map"} & set(row.get("report")
+                                                                           or {}), row
+        assert row["test_id"] is None and row["current"]  # the test project's id: hidden
     seen = c.get(f"/api/projects/team-a/submissions/{a2['id']}", headers=auth["team-a"]).json()
     assert seen["report"]["public"]["map"] == 1.0 and "private" not in seen["report"]
     assert seen["private_map"] is None
@@ -162,7 +167,8 @@ def test_submissions_are_scored_limited_ranked_and_frozen(camp):
     # team-a picks its worse submission for the final ranking, then the event freezes
     r = c.post(f"/api/projects/team-a/submissions/{a1.json()['id']}/select",
                headers=auth["team-a"], json={"edit_id": "s1"})
-    assert r.status_code == 200 and r.json()["selected"]
+    assert r.status_code == 200 and r.json()["selected"] and r.json()["private_map"] is None
+    assert "private" not in r.json()["report"]
     c.put("/api/event", headers=boss, json={"edit_id": "e2", "state": "frozen"})
     r = submit_json(c, "team-b", auth["team-b"], perfect, "b2")
     assert r.status_code == 409 and "frozen" in r.json()["detail"]
@@ -275,3 +281,108 @@ def test_cli_imports_scores_and_exports(tmp_path, capsys):
     assert "team-a" in out
     rows = list(csv.DictReader(open(tmp_path / "lb.csv", encoding="utf-8")))
     assert rows[0]["project"] == "team-a" and rows[0]["final_rank"] == "1"
+
+
+def test_uploads_leave_no_stray_file_and_a_replay_keeps_the_stored_one(camp, tmp_path):
+    c, data, auth = camp
+    url, folder = "/api/projects/team-a/submissions", data / "submissions" / "team-a"
+    first, other = tmp_path / "first.pt", tmp_path / "other.pt"
+    yolo_checkpoint(first, width=8)
+    yolo_checkpoint(other, classes=["pear", "plum"], width=8)
+
+    def post(path, edit_id):
+        return c.post(url, headers=auth["team-a"], data={"edit_id": edit_id},
+                      files={"file": ("checkpoint.pt", path.read_bytes())})
+
+    c.put("/api/event", headers=auth["boss"], json={"edit_id": "e1", "max_submissions": 1})
+    sid = post(first, "u1").json()["id"]
+    kept = folder / f"submission-{sid}.pt"
+    assert sorted(p.name for p in folder.iterdir()) == [kept.name]
+    assert post(other, "u1").json()["id"] == sid  # the same edit_id again, other bytes
+    assert kept.read_bytes() == first.read_bytes()
+    assert post(other, "u2").status_code == 409  # no submissions left
+    c.put("/api/event", headers=auth["boss"], json={"edit_id": "e2", "state": "frozen"})
+    assert post(other, "u3").status_code == 409
+    assert sorted(p.name for p in folder.iterdir()) == [kept.name]
+
+
+def test_only_the_current_test_set_is_counted_ranked_and_selectable(camp):
+    c, _, auth = camp
+    boss, team = auth["boss"], auth["team-a"]
+    c.put("/api/event", headers=boss, json={"edit_id": "e1", "release_images": True,
+                                            "max_submissions": 1})
+    old = submit_json(c, "team-a", team, truth(c, auth), "a1").json()
+    r = c.post("/api/testset?format=coco&id=test2", headers=boss,
+               files={"file": ("t.zip", make_testset_zip(n=4), "application/zip")})
+    assert r.status_code == 201, r.text
+    c.put("/api/event", headers=boss, json={"edit_id": "e2", "test": "test2"})
+    board_ = c.get("/api/leaderboard", headers=boss).json()
+    assert board_["public"] == board_["final"] == []
+    assert board_["counts"] == {"team-a": 0, "team-b": 0}
+    assert c.get("/api/projects/team-a/submissions", headers=team).json()["left"] == 1
+    r = c.post(f"/api/projects/team-a/submissions/{old['id']}/select", headers=team,
+               json={"edit_id": "s1"})
+    assert r.status_code == 409 and "another test set" in r.json()["detail"]
+    new = submit_json(c, "team-a", team, [], "a2")
+    assert new.status_code == 202, new.text
+    assert [r["submission"] for r in c.get("/api/leaderboard", headers=boss).json()[
+        "public"]] == [new.json()["id"]]
+
+
+def test_a_run_is_scored_as_it_was_when_submitted(camp, monkeypatch):
+    c, data, auth = camp
+    run = data / "runs" / "team-a" / "r1"
+    run.mkdir(parents=True)
+    yolo_checkpoint(run / "checkpoint.pt")
+    (run / "camp.json").write_text(json.dumps({"state": "done"}))
+
+    async def later(app, sid):  # scoring waits, as behind another team's
+        pass
+
+    monkeypatch.setattr(api_board, "_score", later)
+    r = c.post("/api/projects/team-a/submissions", headers=auth["team-a"],
+               json={"edit_id": "r1", "run": "r1"})
+    assert r.status_code == 202, r.text
+    yolo_checkpoint(run / "checkpoint.pt", classes=["pear", "plum"])  # a resume rewrites it
+    sub = board.score_submission(c.app.state.store, data, r.json()["id"])
+    assert sub["status"] == "done" and sub["report"]["model_classes"] == NAMES
+
+
+def test_any_scoring_crash_fails_the_submission_and_bad_normalize_is_refused(
+        camp, monkeypatch, tmp_path):
+    c, _, auth = camp
+    team, url = auth["team-a"], "/api/projects/team-a/submissions"
+    c.put("/api/event", headers=auth["boss"], json={"edit_id": "e1", "release_images": True})
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("out of cheese")
+
+    monkeypatch.setattr(scoring, "score_predictions", boom)
+    r = submit_json(c, "team-a", team, [], "p1")
+    assert r.status_code == 202, r.text
+    sub = c.get(f"{url}/{r.json()['id']}", headers=team).json()
+    assert sub["status"] == "failed" and "RuntimeError: out of cheese" in sub["error"]
+    assert c.get(url, headers=team).json()["left"] == 10  # failed ones do not count
+    ckpt = tmp_path / "n.pt"
+    yolo_checkpoint(ckpt, width=8)
+    payload = torch.load(ckpt, weights_only=True)
+    payload["data"]["normalize"] = [[0.5, 0.5, 0.5], [0.25, 0.0, 0.25]]  # std 0: x / 0
+    save_checkpoint(ckpt, {k: v for k, v in payload.items() if k not in ("format", "version")})
+    r = c.post(url, headers=team, data={"edit_id": "n1"},
+               files={"file": ("checkpoint.pt", ckpt.read_bytes())})
+    assert r.status_code == 422 and "normalize" in r.json()["detail"], r.text
+
+
+def test_the_event_takes_a_test_set_only_once_it_is_complete(tmp_path, monkeypatch):
+    seen, real = [], testset.import_project
+
+    def spy(store, *args, **kwargs):
+        out = real(store, *args, **kwargs)
+        seen.append(testset.event(store)["test"])  # images and boxes in, tags not yet
+        return out
+
+    monkeypatch.setattr(testset, "import_project", spy)
+    with CampStore(tmp_path / "camp") as store:
+        testset.import_testset(store, make_testset_zip(n=4), "coco", "hidden")
+        assert seen == [None] and testset.event(store)["test"] == "hidden"
+        assert all(t.tags for t in testset.load_test(store, "hidden").images)

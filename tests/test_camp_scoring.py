@@ -8,6 +8,7 @@ import contextlib
 import copy
 import hashlib
 import io
+import zipfile
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 import dlcamp.train.detection as detection_runs
-from dlcamp.camp import scoring
+from dlcamp.camp import scoring, submitted
 from dlcamp.camp.scoring import (
     TestImage,
     TestSet,
@@ -244,6 +245,65 @@ def test_bad_checkpoints_are_refused_before_building(tmp_path, monkeypatch):
                            "data": {"classes": CLASSES}, "trainer": {"model": {}}})
     with pytest.raises(Unscorable, match="width"):
         score_detector(wide, test)
-    monkeypatch.setattr(scoring, "MAX_CHECKPOINT_BYTES", 10)
+    monkeypatch.setattr(submitted, "MAX_CHECKPOINT_BYTES", 10)
     with pytest.raises(Unscorable, match="at most 10"):
         score_detector(cnn, test)
+
+
+def detector_checkpoint(path, name="yolo", weights=None, **data) -> None:
+    """A small yolo (width 8) checkpoint; `weights` (a state dict) and `data` replace its own."""
+    kwargs = {"num_classes": 3, "image_size": 64, "width": 8}
+    model = create_model("yolo", **kwargs)
+    kwargs = {**kwargs, **data.pop("kwargs", {})}
+    save_checkpoint(path, {"model": {"name": name, "kwargs": kwargs},
+                           "data": {"classes": CLASSES, **model.describe(), **data},
+                           "trainer": {"model": model.state_dict() if weights is None
+                                       else weights}})
+
+
+@pytest.mark.parametrize("name, width", [("yolo", 128), ("yolo", 1024), ("tinyssd", 1024)])
+def test_a_model_bigger_than_its_weights_is_refused_unbuilt(tmp_path, monkeypatch, name,
+                                                            width):
+    """width=1024 would allocate gigabytes: the size is read on the meta device first."""
+    devices, real = [], submitted.create_model
+
+    def spy(*args, **kwargs):
+        devices.append(torch.empty(0).device.type)  # the default device the model lands on
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(submitted, "create_model", spy)
+    path = tmp_path / "big.pt"
+    detector_checkpoint(path, name, kwargs={"width": width})
+    with pytest.raises(Unscorable, match="parameters; the checkpoint holds"):
+        submitted.load_detector(path)
+    assert devices == ["meta"]
+    detector_checkpoint(path)  # a fitting one is built for real after the meta count
+    assert submitted.load_detector(path)[0].image_size == 64 and devices[1:] == ["meta", "cpu"]
+    monkeypatch.setattr(submitted, "MAX_PARAMETERS", 1000)
+    with pytest.raises(Unscorable, match="at most 1,000 are scored"):
+        submitted.load_detector(path)
+
+
+@pytest.mark.parametrize("normalize", [
+    [[0.5, 0.5, 0.5], [0.25, 0.0, 0.25]], [[0.5, 0.5, 0.5], [0.25, -1.0, 0.25]],
+    [[0.5, 0.5], [0.25, 0.25]], [[0.5, float("nan"), 0.5], [0.25, 0.25, 0.25]],
+    [[0.5, 0.5, 0.5]], [["a", "b", "c"], [1, 1, 1]], "mean"])
+def test_a_bad_normalize_is_refused(tmp_path, normalize):
+    path = tmp_path / "n.pt"
+    detector_checkpoint(path, normalize=normalize)
+    with pytest.raises(Unscorable, match="normalize"):
+        submitted.load_detector(path)
+
+
+def test_a_zip_bomb_is_refused_before_loading(tmp_path, monkeypatch):
+    path = tmp_path / "bomb.pt"
+    detector_checkpoint(path)
+    submitted.load_detector(path)  # fine as torch.save wrote it (entries stored)
+    monkeypatch.setattr(submitted, "MAX_UNPACKED_BYTES", path.stat().st_size // 2)
+    with pytest.raises(Unscorable, match="would unpack to"):
+        submitted.load_detector(path)
+    monkeypatch.undo()
+    with zipfile.ZipFile(path, "a", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("bomb/data/99", bytes(20 * 1024**2))  # 20 MB of zeros in ~20 kB
+    with pytest.raises(Unscorable, match="compressed"):
+        submitted.load_detector(path)

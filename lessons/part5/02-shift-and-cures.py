@@ -54,7 +54,6 @@ from dlcamp.course.shift import (
     varied_scenes,
     worst_errors,
 )
-from dlcamp.models import list_models
 from dlcamp.train.detection import load_scenes
 from dlcamp.vision.scene_sets import shift_knobs
 
@@ -63,8 +62,7 @@ DATASET, N, SEED = "fruit-1", 200, 0  # 一个队拍得出来的数量：约 200
 if QUICK:  # 快速模式：半宽的小 yolo（从零训练）、80 步，效应小一些但方向相同
     MODEL, STEPS, KWARGS = "yolo", 80, {"width": 8}
 else:      # 完整模式：营地用的检测器（ImageNet 预训练的 EfficientNet-Lite0 + YOLO 头），500 步
-    MODEL, STEPS, KWARGS = ("yolo-lite0", 500, {}) if "yolo-lite0" in list_models() else (
-        "yolo", 500, {})
+    MODEL, STEPS, KWARGS = "yolo-lite0", 500, {}
 
 team = load_scenes(DATASET, "train", quick=QUICK).select(range(N))  # 队伍自己拍的照片
 val = load_scenes(DATASET, "test", quick=QUICK)      # 队伍自己的验证集：同样的桌子和灯，没见过的水果

@@ -17,6 +17,10 @@
 A team sees the test project nowhere and never its boxes. While the event is open a team's
 report holds its public half only (the private half decides the final ranking); once frozen,
 everything, the worst-errors picture included. Scoring runs one at a time, off the event loop.
+A submission's file (the upload, or a copy of the run's checkpoint taken at submit: a resume
+may rewrite the run's) is written only after the event's state and the team's limit are
+checked, under a temporary name, renamed to submissions/<team>/submission-<id>.* once the
+submission exists, and deleted on any error; a replayed edit_id touches no file.
 """
 
 from __future__ import annotations
@@ -33,14 +37,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
-from dlcamp.camp import board, scoring, testset
+from dlcamp.camp import board, scoring, submitted, testset
 from dlcamp.camp.auth import INSTRUCTOR, Caller, Denied
 from dlcamp.camp.deps import EDIT, PID, ImageId, Pid, Who
 from dlcamp.camp.ingest import media_type
 from dlcamp.camp.reads import Invalid, NotFound
 from dlcamp.camp.storage import CampStore
 from dlcamp.camp.transfer import IMPORT_FORMATS
-from dlcamp.core.io import atomic_write_bytes
 
 router = APIRouter()
 SubId = ImageId  # a path integer 1..2**62
@@ -72,7 +75,8 @@ def install(app: FastAPI, data_dir: Path) -> None:
     """Add this module's routes (and their state: the data folder, the scoring lock)."""
     app.state.board_dir = Path(data_dir)
     app.state.scoring_lock = asyncio.Lock()
-    board.fail_unfinished(app.state.store)  # a stopped server's queue: resubmit, not counted
+    # a stopped server's queue: failed (resubmit, not counted), its files and staged uploads gone
+    board.fail_unfinished(app.state.store, app.state.board_dir)
     app.include_router(router)
 
 
@@ -86,18 +90,28 @@ async def _score(app: FastAPI, sid: int) -> None:
                                 app.state.board_dir, sid)
 
 
-def _view(sub: dict, who: Caller, state: str) -> dict:
-    """What the caller may see of a submission: a team sees the public half only while the
-    event is open."""
+def _view(sub: dict, who: Caller, ev: dict) -> dict:
+    """What the caller may see of a submission (every route answers through here): "current"
+    says whether it is on the event's test set (only those count); a team never sees the
+    test project's id, and while the event is open neither the private half nor the whole
+    set's scores."""
+    out = {**sub, "current": sub["test_id"] == ev["test"]}
+    if who.role == INSTRUCTOR:
+        return out
+    out["test_id"] = None
+    if ev["state"] == "frozen":
+        return out
+    out["private_map"] = None
     report = sub.get("report")
-    if who.role == INSTRUCTOR or state == "frozen" or report is None:
-        return sub
+    if report is None:
+        return out
     public, val = report["public"], report.get("val")
     gap = None if not val or public["map"] is None else round(val["map"] - public["map"], 6)
-    return {**sub, "private_map": None, "report": {
+    out["report"] = {
         "public": public, "classes": report.get("classes"), "val": val, "gap": gap,
         "hidden": "the whole test set's scores, the private half and the worst-errors "
-                  "picture are shown once the leaderboard is frozen"}}
+                  "picture are shown once the leaderboard is frozen"}
+    return out
 
 
 def _test_pid(store: CampStore) -> str:
@@ -109,43 +123,67 @@ def _test_pid(store: CampStore) -> str:
 
 # ------------------------------------------------------------------ submissions
 @router.post("/api/projects/{pid}/submissions", status_code=202)
-async def submit(pid: Pid, request: Request, tasks: BackgroundTasks) -> dict:
-    store, data_dir = _store(request), request.app.state.board_dir
+async def submit(pid: Pid, who: Who, request: Request, tasks: BackgroundTasks) -> dict:
+    store = _store(request)
     if testset.project_kind(store, pid) != "team":
         raise Invalid(f"{pid!r} is a test project: only teams submit")
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        edit_id, kind, name, data = await _upload(request)
-        if kind == "predictions" and not testset.event(store)["release_images"]:
-            raise Denied("predictions files are taken only once the instructor has released "
-                         "the test images; submit a run or a checkpoint")
-        if kind == "predictions":
-            test = await asyncio.to_thread(testset.load_test, store, _test_pid(store))
-            await asyncio.to_thread(scoring.parse_predictions, _json_list(data), test)
-        path = board.stored_file(data_dir, pid, name)
-        await asyncio.to_thread(atomic_write_bytes, path, data)
-        if kind == "checkpoint":
-            try:
-                await asyncio.to_thread(scoring.load_detector, path)
-            except scoring.Unscorable:
-                path.unlink(missing_ok=True)
-                raise
+        edit_id, kind, source, data = await _upload(request)
     else:
         try:
             body = RunIn.model_validate_json(await request.body())
         except ValueError as e:
             raise Invalid(f"send {{edit_id, run}} as JSON, or a multipart file: "
                           f"{str(e).splitlines()[0]}") from None
-        edit_id, kind, name = body.edit_id, "run", body.run
-        path = board.run_dir(data_dir, pid, body.run) / "checkpoint.pt"
-        await asyncio.to_thread(scoring.load_detector, path)
-    sub = await store.submit(board.add_submission, store, pid, kind, name, edit_id)
+        edit_id, kind, source, data = body.edit_id, "run", body.run, None
+    old = board.find_submission(store, pid, edit_id)
+    if old is not None:  # a retry: answered again, its stored file untouched
+        return _view(old, who, testset.event(store))
+    ev = board.check_open(store, pid)  # before anything is written
+    if kind == "predictions":
+        if not ev["release_images"]:
+            raise Denied("predictions files are taken only once the instructor has released "
+                         "the test images; submit a run or a checkpoint")
+        test = await asyncio.to_thread(testset.load_test, store, ev["test"])
+        await asyncio.to_thread(scoring.parse_predictions, _json_list(data), test)
+    sub = await _store_submission(request, pid, kind, source, edit_id, data)
     if not sub.pop("replayed", False):
         tasks.add_task(_score, request.app, sub["id"])
+    return _view(sub, who, testset.event(store))
+
+
+async def _store_submission(request: Request, pid: str, kind: str, source: str, edit_id: str,
+                            data: bytes | None) -> dict:
+    """Stage the file (the upload, or a copy of the run's checkpoint), check a checkpoint,
+    add the submission, then give the file the submission's name; nothing is left on error."""
+    store, data_dir = _store(request), request.app.state.board_dir
+    if data is None:
+        staged = await asyncio.to_thread(board.stage_run, data_dir, pid, source)
+    else:
+        staged = await asyncio.to_thread(board.stage_bytes, data_dir, pid, data)
+    try:
+        if kind != "predictions":
+            await asyncio.to_thread(submitted.load_detector, staged)
+        sub = await store.submit(board.add_submission, store, pid, kind, source, edit_id)
+        if sub.get("replayed"):
+            staged.unlink(missing_ok=True)
+            return sub
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
+    try:
+        await asyncio.to_thread(board.keep_file, data_dir, sub, staged)
+    except OSError as e:
+        staged.unlink(missing_ok=True)
+        await asyncio.to_thread(board.set_status, store, sub["id"], "failed", None,
+                                f"the file could not be stored: {e}"[:300])
+        raise
     return sub
 
 
 async def _upload(request: Request) -> tuple[str, str, str, bytes]:
-    """(edit_id, 'checkpoint' | 'predictions', stored name, bytes) of a multipart upload."""
+    """(edit_id, 'checkpoint' | 'predictions', source label, bytes) of a multipart upload,
+    held in memory (at most MAX_CHECKPOINT_BYTES) until it is checked."""
     try:
         form = await request.form(max_files=1, max_fields=5)
     except MultiPartException as e:
@@ -155,9 +193,9 @@ async def _upload(request: Request) -> tuple[str, str, str, bytes]:
         raise Invalid("edit_id: send a form field edit_id (1-64 letters, digits, _ or -)")
     if not isinstance(upload, UploadFile):
         raise Invalid("file: send the checkpoint.pt or predictions.json in the field 'file'")
-    data = await upload.read(scoring.MAX_CHECKPOINT_BYTES + 1)
-    if len(data) > scoring.MAX_CHECKPOINT_BYTES:
-        raise Invalid(f"file: over the limit of {scoring.MAX_CHECKPOINT_BYTES:,} bytes")
+    data = await upload.read(submitted.MAX_CHECKPOINT_BYTES + 1)
+    if len(data) > submitted.MAX_CHECKPOINT_BYTES:
+        raise Invalid(f"file: over the limit of {submitted.MAX_CHECKPOINT_BYTES:,} bytes")
     if data[:4] == b"PK\x03\x04":  # torch.save writes a zip
         return edit_id, "checkpoint", f"{edit_id}.pt", data
     if len(data) > MAX_PREDICTIONS_BYTES:
@@ -177,8 +215,8 @@ def _json_list(data: bytes) -> Any:
 def submissions(pid: Pid, who: Who, request: Request) -> dict:
     store = _store(request)
     ev = testset.event(store)
-    subs = [_view(s, who, ev["state"]) for s in board.list_submissions(store, pid)]
-    used = sum(s["status"] != "failed" for s in subs)
+    subs = [_view(s, who, ev) for s in board.list_submissions(store, pid)]
+    used = sum(s["status"] != "failed" and s["current"] for s in subs)
     return {"submissions": subs, "max_submissions": ev["max_submissions"],
             "left": max(ev["max_submissions"] - used, 0), "state": ev["state"]}
 
@@ -186,7 +224,7 @@ def submissions(pid: Pid, who: Who, request: Request) -> dict:
 @router.get("/api/projects/{pid}/submissions/{sid}")
 def submission(pid: Pid, sid: SubId, who: Who, request: Request) -> dict:
     store = _store(request)
-    return _view(board.get_submission(store, pid, sid), who, testset.event(store)["state"])
+    return _view(board.get_submission(store, pid, sid), who, testset.event(store))
 
 
 @router.get("/api/projects/{pid}/submissions/{sid}/worst.png")
@@ -205,9 +243,10 @@ def worst_png(pid: Pid, sid: SubId, who: Who, request: Request) -> FileResponse:
 
 
 @router.post("/api/projects/{pid}/submissions/{sid}/select")
-async def select(pid: Pid, sid: SubId, body: EditIn, request: Request) -> dict:
+async def select(pid: Pid, sid: SubId, body: EditIn, who: Who, request: Request) -> dict:
     store = _store(request)
-    return await store.submit(board.select_submission, store, pid, sid)
+    sub = await store.submit(board.select_submission, store, pid, sid)
+    return _view(sub, who, testset.event(store))
 
 
 # ------------------------------------------------------------------ leaderboard, event

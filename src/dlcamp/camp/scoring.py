@@ -16,6 +16,8 @@ scores (`val`), `gap` = val map - test map (the covariate shift the lesson is ab
 Classes are matched by name, ignoring case and surrounding spaces: a test class the model
 lacks scores AP 0 (its objects are all missed), a model class the test lacks is dropped.
 Boxes are corner format (x1, y1, x2, y2) in pixels of the test image's working copy.
+A submitted checkpoint is checked and rebuilt by camp/submitted.py (`load_detector`,
+`Unscorable` and `MAX_CHECKPOINT_BYTES` are also importable from here).
 """
 
 from __future__ import annotations
@@ -34,17 +36,13 @@ import torch
 from PIL import Image, ImageDraw
 
 from dlcamp.camp.dataset import fit_photo
-from dlcamp.camp.reads import Invalid
-from dlcamp.core.errors import CheckpointError, UnknownName
+from dlcamp.camp.submitted import MAX_CHECKPOINT_BYTES as MAX_CHECKPOINT_BYTES
+from dlcamp.camp.submitted import Unscorable as Unscorable
+from dlcamp.camp.submitted import load_detector as load_detector
 from dlcamp.core.io import atomic_write_bytes
-from dlcamp.models.detector import is_detector
-from dlcamp.models.registry import create_model
-from dlcamp.train.checkpoint import load_checkpoint, load_weights
 from dlcamp.train.task import class_ap
 from dlcamp.vision.letterbox import Letterbox
 
-MAX_CHECKPOINT_BYTES = 100 * 1024**2
-MAX_IMAGE_SIZE, MAX_CLASSES, MAX_KWARG = 640, 100, 1024
 MAX_PREDICTIONS = 100  # per image, the COCO evaluation's largest maxDets
 MAX_CONDITION_VALUES = 12  # a tag with more distinct values is not broken down
 SCORE_MIN = 0.01  # detections kept for mAP (the Detection task's threshold)
@@ -53,10 +51,6 @@ BATCH, TILE = 16, 160
 CACHE_BYTES = 256 * 1024**2
 _FITS: OrderedDict[tuple[str, int], tuple[torch.Tensor, Letterbox]] = OrderedDict()
 _LOCK = threading.Lock()
-
-
-class Unscorable(Invalid):
-    """A submission that cannot be scored (HTTP 422); the message says why."""
 
 
 @dataclass
@@ -97,59 +91,7 @@ def value_order(value: Any) -> tuple:
     return (1, 0, f"{type(value).__name__}:{value}")
 
 
-# ------------------------------------------------------------------ checkpoints
-def load_detector(path: Path) -> tuple[torch.nn.Module, list[str], dict]:
-    """A submitted checkpoint -> (detector in eval mode, its class names, the checkpoint's
-    metrics). Checked before anything is built: size <= MAX_CHECKPOINT_BYTES, weights_only
-    loading, a registered Detector, image_size 32..640, num_classes 1..100, other numeric
-    arguments within +-1024. Raises Unscorable."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "checkpoint.pt"
-    if not path.is_file():
-        raise Unscorable(f"no checkpoint at {path.name}: the run has not saved one yet")
-    if path.stat().st_size > MAX_CHECKPOINT_BYTES:
-        raise Unscorable(f"the checkpoint is {path.stat().st_size:,} bytes; at most "
-                         f"{MAX_CHECKPOINT_BYTES:,}")
-    try:
-        ckpt = load_checkpoint(path)
-        spec, data = ckpt["model"], ckpt.get("data") or {}
-        name, kwargs = str(spec["name"]), dict(spec["kwargs"])
-        if not is_detector(name):
-            raise Unscorable(f"model {name!r} is not a detector: only detectors are scored")
-    except (CheckpointError, UnknownName) as e:
-        raise Unscorable(f"not a usable checkpoint: {e}") from None
-    except (KeyError, TypeError, AttributeError):
-        raise Unscorable("the checkpoint lacks its model description (model.name, "
-                         "model.kwargs)") from None
-    for key, value in kwargs.items():
-        if isinstance(value, float | int) and not isinstance(value, bool) and (
-                not math.isfinite(value) or abs(value) > MAX_KWARG):
-            raise Unscorable(f"model argument {key}={value!r} is out of range")
-        if not isinstance(value, bool | int | float | str | type(None)):
-            raise Unscorable(f"model argument {key} must be a plain value")
-    size, n = kwargs.get("image_size", 0), kwargs.get("num_classes", 0)
-    if not (isinstance(size, int) and 32 <= size <= MAX_IMAGE_SIZE):
-        raise Unscorable(f"image_size must be an integer from 32 to {MAX_IMAGE_SIZE}, got "
-                         f"{size!r}")
-    if not (isinstance(n, int) and 1 <= n <= MAX_CLASSES):
-        raise Unscorable(f"num_classes must be from 1 to {MAX_CLASSES}, got {n!r}")
-    classes = data.get("classes")
-    if not (isinstance(classes, list) and len(classes) == n
-            and all(isinstance(c, str) for c in classes)):
-        raise Unscorable(f"the checkpoint must name its {n} classes (data.classes)")
-    if "pretrained" in kwargs:
-        kwargs["pretrained"] = False  # the weights come from the checkpoint
-    try:
-        model = create_model(name, **kwargs)
-        load_weights(model, ckpt["trainer"]["model"], path.name)
-    except (CheckpointError, UnknownName, ValueError, TypeError, KeyError) as e:
-        raise Unscorable(f"the checkpoint's model cannot be rebuilt: {e}") from None
-    if "normalize" in data:
-        model.normalize = tuple(tuple(float(v) for v in row) for row in data["normalize"])
-    return model.eval(), classes, dict(ckpt.get("metrics") or {})
-
-
+# ------------------------------------------------------------------ the model's detections
 def _load_image(path: Path) -> Image.Image:
     with Image.open(path) as img:
         return img.convert("RGB")

@@ -84,12 +84,18 @@ def test_projects(store: CampStore) -> set[str]:
 
 
 # ------------------------------------------------------------------ the test set
-def _create_test(conn: sqlite3.Connection, pid: str, name: str, classes: list) -> dict:
-    made = edits.create_project(conn, pid, name, classes)
-    conn.execute("UPDATE projects SET kind = 'test' WHERE id = ?", (pid,))
+def _adopt(conn: sqlite3.Connection, pid: str) -> None:
     row = conn.execute("SELECT value FROM meta WHERE key = ?", (EVENT_KEY,)).fetchone()
     if row is None or json.loads(row[0]).get("test") is None:
         _set_event(conn, {"test": pid})  # the first test project is the event's
+
+
+def _create_test(conn: sqlite3.Connection, pid: str, name: str, classes: list,
+                 adopt: bool = True) -> dict:
+    made = edits.create_project(conn, pid, name, classes)
+    conn.execute("UPDATE projects SET kind = 'test' WHERE id = ?", (pid,))
+    if adopt:
+        _adopt(conn, pid)
     return made
 
 
@@ -148,7 +154,8 @@ def _value(text: str) -> Any:
     return text
 
 
-def _tag(conn: sqlite3.Connection, pid: str, tags: dict[str, dict]) -> list[str]:
+def _finish(conn: sqlite3.Connection, pid: str, tags: dict[str, dict]) -> list[str]:
+    """Tag the imported images, then make `pid` the event's test set if it has none."""
     unknown = []
     for name, values in tags.items():
         hit = conn.execute("UPDATE images SET tags = ? WHERE project_id = ? AND file_name = ?",
@@ -158,6 +165,7 @@ def _tag(conn: sqlite3.Connection, pid: str, tags: dict[str, dict]) -> list[str]
     if unknown:
         raise ImportFailed(CONDITIONS, "file_name", f"{len(unknown)} name(s) match no image "
                            f"of the import, e.g. {unknown[0]!r}")
+    _adopt(conn, pid)  # in the same transaction: nobody sees the set half imported
     return unknown
 
 
@@ -165,19 +173,21 @@ def import_testset(store: CampStore, data: bytes | Path, fmt: str, pid: str = "t
                    name: str = "Hidden test set") -> dict:
     """Make test project `pid` from an export in any import format (transfer.IMPORT_FORMATS)
     with its conditions.csv tags -> {"project", "images_added", "boxes_added", "duplicates",
-    "tagged"}. All or nothing: on any error the project is removed again. Raises
-    ImportFailed, Invalid, Conflict (pid taken), KeyError (format)."""
+    "tagged"}. All or nothing: on any error the project is removed again; it becomes the
+    event's test set (if the event has none) only once its images, boxes and tags are all in,
+    so no submission is ever scored on half of it. Raises ImportFailed, Invalid, Conflict
+    (pid taken), KeyError (format)."""
     if fmt not in IMPORTERS:
         raise Invalid(f"format: {str(fmt)[:40]!r} is not an import format")
     tags = read_conditions(data)
     ann = IMPORTERS[fmt](data)
     if not ann.classes:
         raise ImportFailed("test set", "classes", "the import names no classes")
-    create_test_project(store, pid, name, [{"name": c.name, "name_zh": c.name_zh}
-                                           for c in ann.classes])
+    store._write(_create_test, pid, name, [{"name": c.name, "name_zh": c.name_zh}
+                                           for c in ann.classes], False)
     try:
         added = import_project(store, pid, fmt, data, "test set")
-        store._write(_tag, pid, tags)
+        store._write(_finish, pid, tags)
     except BaseException:
         store._write(_drop, pid)
         raise
