@@ -386,3 +386,27 @@ def test_the_event_takes_a_test_set_only_once_it_is_complete(tmp_path, monkeypat
         testset.import_testset(store, make_testset_zip(n=4), "coco", "hidden")
         assert seen == [None] and testset.event(store)["test"] == "hidden"
         assert all(t.tags for t in testset.load_test(store, "hidden").images)
+
+
+def test_a_scene_split_becomes_a_test_set_with_its_boxes_and_tags(tmp_path):
+    from dlcamp.camp.transfer import scene_zip
+    from dlcamp.vision.scene_sets import load_scene_set
+
+    hidden = load_scene_set("fruit-1", "shift", n=6)
+    data = scene_zip(hidden, tags=("scale_bucket", "brightness"), prefix="h")
+    with CampStore(tmp_path / "camp") as store:
+        made = testset.import_testset(store, data, "coco")
+        test = testset.load_test(store, made["project"])
+    assert made["images_added"] == 6 and test.classes == ["fruit"]
+    for i, image in enumerate(test.images):
+        keep = hidden.labels[i] >= 0
+        assert image.file_name == f"h{i:04d}.png"
+        got, want = (sorted(b.tolist()) for b in (image.boxes, hidden.boxes[i][keep]))
+        assert torch.allclose(torch.tensor(got), torch.tensor(want), atol=1e-4)
+        assert image.tags["scale_bucket"] == hidden.conditions["scale_bucket"][i]
+        assert image.tags["brightness"] == pytest.approx(hidden.conditions["brightness"][i])
+        with Image.open(image.path) as work:  # lossless: the very pixels
+            assert torch.equal(torch.from_numpy(np.array(work.convert("RGB"))).permute(2, 0, 1),
+                               hidden.images[i])
+    with pytest.raises(Exception, match="no condition 'weather'"):
+        scene_zip(hidden, tags=("weather",))

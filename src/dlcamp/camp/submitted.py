@@ -28,7 +28,7 @@ import torch
 from dlcamp.camp.reads import Invalid
 from dlcamp.core.errors import CheckpointError, UnknownName
 from dlcamp.models.detector import is_detector
-from dlcamp.models.registry import create_model
+from dlcamp.models.registry import create_model, model_accepts
 from dlcamp.train.checkpoint import load_checkpoint, load_weights
 
 MAX_CHECKPOINT_BYTES = 100 * 1024**2
@@ -144,7 +144,7 @@ def load_detector(path: Path) -> tuple[torch.nn.Module, list[str], dict]:
             and all(isinstance(c, str) for c in classes)):
         raise Unscorable(f"the checkpoint must name its {n} classes (data.classes)")
     normalize = check_normalize(data["normalize"]) if "normalize" in data else None
-    if "pretrained" in kwargs:
+    if model_accepts(name, "pretrained"):
         kwargs["pretrained"] = False  # the weights come from the checkpoint
     weights = _weights(ckpt)
     have = sum(t.numel() for t in weights.values())

@@ -13,12 +13,18 @@ any problem raises ImportFailed (naming the file and where in it) before the sto
 
 from __future__ import annotations
 
+import io
+import zipfile
 from pathlib import Path
+
+from PIL import Image
 
 from dlcamp.camp import coco, foreign, voc, yolo
 from dlcamp.camp.ingest import PhotoRejected, ingest_photo, safe_file_name, sniff
 from dlcamp.camp.interchange import Annotations, BoxAnn, ClassDef, ImageAnn, ImportFailed
 from dlcamp.camp.storage import CampStore
+from dlcamp.core.errors import BadArgument
+from dlcamp.data.detection import DetectionSet
 
 EXPORTERS = {"coco": coco.export_coco, "yolo": yolo.export_yolo, "voc": voc.export_voc}
 IMPORTERS = {"coco": coco.import_coco, "yolo": yolo.import_yolo, "voc": voc.import_voc,
@@ -81,3 +87,38 @@ def import_project(store: CampStore, pid: str, fmt: str, data: bytes | Path,
                                 for b in img.boxes]})
     classes = [{"name": c.name, "name_zh": c.name_zh} for c in ann.classes]
     return store.import_annotations(pid, items, classes)
+
+
+def scene_zip(data: DetectionSet, fmt: str = "coco", tags: tuple[str, ...] = (),
+              prefix: str = "img") -> bytes:
+    """A DetectionSet (a split of a synthetic scene set, say) as an import zip in `fmt`
+    ("coco" | "yolo" | "voc"): its images as lossless PNG files `<prefix>NNNN.png`, its boxes
+    in their pixels, and with `tags` a `conditions.csv` of those condition tags (testset.py
+    reads it). For trying the camp without photos, tests, benchmarks. Raises BadArgument for
+    a tag the set does not carry, KeyError for another format."""
+    missing = [t for t in tags if t not in data.conditions]
+    if missing:
+        raise BadArgument(f"{data.name or 'the set'} has no condition {missing[0]!r}; it has "
+                          f"{', '.join(sorted(data.conditions)) or 'none'}")
+    images, rows = [], ["file_name," + ",".join(tags)]
+    for i in range(len(data)):
+        name = f"{prefix}{i:04d}.png"
+        buffer = io.BytesIO()
+        Image.fromarray(data.images[i].permute(1, 2, 0).numpy()).save(buffer, "PNG")
+        keep = data.labels[i] >= 0
+        boxes = [BoxAnn(int(k), *map(float, b)) for k, b in
+                 zip(data.labels[i][keep].tolist(), data.boxes[i][keep].tolist(), strict=True)]
+        height, width = data.images.shape[-2:]
+        images.append(ImageAnn(name, width, height, boxes, not boxes, buffer.getvalue()))
+        rows.append(",".join([name, *(str(data.conditions[t][i]) for t in tags)]))
+    classes = [ClassDef(n, z) for n, z in zip(data.class_names, data.class_names_zh,
+                                               strict=True)]
+    exported = EXPORTERS[fmt](Annotations(classes, images))
+    if not tags:
+        return exported
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(exported)) as src, zipfile.ZipFile(out, "w") as dst:
+        for info in src.infolist():
+            dst.writestr(info, src.read(info))
+        dst.writestr("conditions.csv", "\n".join(rows) + "\n")
+    return out.getvalue()
