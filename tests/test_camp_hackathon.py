@@ -2,9 +2,9 @@
 real camp app over HTTP (LAN mode, each with its own token). The instructor uploads the hidden
 test set (the shift split of fruit-1, with its condition tags); each team uploads synthetic
 photos, annotates them with the synthesiser's boxes (team C with a hurried annotator's noise),
-trains the camp's detector for the shortest budget the API takes, and submits its run. Once
-the event is frozen, the team with the varied photos and clean boxes ranks above the team with
-narrow photos and noisy boxes on the shifted test set.
+trains the camp's detector for half a minute, and submits its run. Once
+the event is frozen, both teams with clean boxes rank above the team with noisy boxes on the
+shifted test set, and every team scores lower there than on its own validation photos.
 
     team A  varied photos (the train split: many backgrounds and lights), clean boxes
     team B  narrow photos (one table, one lamp: datawork.narrow_scenes), clean boxes
@@ -19,7 +19,6 @@ import csv
 import io
 import os
 import time
-import zipfile
 
 import pytest
 import torch
@@ -27,11 +26,10 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from campkit import CSRF, box_body, edit_id
-from dlcamp.camp import coco
 from dlcamp.camp.api import create_app
 from dlcamp.camp.auth import TokenBook
-from dlcamp.camp.interchange import Annotations, BoxAnn, ClassDef, ImageAnn
 from dlcamp.camp.training import ENDED
+from dlcamp.camp.transfer import scene_zip
 from dlcamp.course.datawork import corrupt_labels, narrow_scenes
 from dlcamp.data.detection import DetectionSet
 from dlcamp.vision.scene_sets import load_scene_set
@@ -42,7 +40,7 @@ CLASSES = [{"name": "fruit", "name_zh": "水果"},
            {"name": "mug", "name_zh": "杯子"}]  # a decoy: the test set has fruit only
 PHOTOS = 56  # per team (the camp's val split takes ~20% of them)
 HIDDEN = 64  # shifted test images: ~half public, ~half private (the final ranking's)
-MINUTES = 1  # the smallest budget POST .../train takes (an integer number of minutes)
+MINUTES = 0.5  # a short budget (POST .../train takes 0.25 to 60 minutes)
 TAGS = ("scale_bucket", "background_source", "n_objects")  # condition columns of the test set
 NOISE = {"grow": (0.2, 0.4), "drop": 0.3, "wrong": 0.25}  # team C's annotator
 WAIT_SECONDS = 3 * (MINUTES * 60 + 120)  # generous: the three runs queue one after another
@@ -63,23 +61,6 @@ def real_boxes(data: DetectionSet, i: int) -> list[tuple[int, list[float]]]:
     """Image i's (label, [x1, y1, x2, y2] px) without the padding rows."""
     keep = data.labels[i] >= 0
     return list(zip(data.labels[i][keep].tolist(), data.boxes[i][keep].tolist(), strict=True))
-
-
-def hidden_zip(hidden: DetectionSet) -> bytes:
-    """The hidden set as a COCO zip (PNG images) plus conditions.csv with TAGS."""
-    images = [ImageAnn(f"h{i:03d}.png", hidden.images.shape[-1], hidden.images.shape[-2],
-                       [BoxAnn(label, *box) for label, box in real_boxes(hidden, i)],
-                       data=png(hidden.images[i])) for i in range(len(hidden))]
-    exported = coco.export_coco(Annotations([ClassDef(n) for n in hidden.class_names], images))
-    rows = ["file_name," + ",".join(TAGS)] + [
-        f"h{i:03d}.png," + ",".join(str(hidden.conditions[t][i]) for t in TAGS)
-        for i in range(len(hidden))]
-    out = io.BytesIO()
-    with zipfile.ZipFile(io.BytesIO(exported)) as src, zipfile.ZipFile(out, "w") as dst:
-        for info in src.infolist():
-            dst.writestr(info, src.read(info))
-        dst.writestr("conditions.csv", "\n".join(rows) + "\n")
-    return out.getvalue()
 
 
 def hurried(data: DetectionSet, seed: int) -> DetectionSet:
@@ -136,8 +117,9 @@ def test_the_team_with_varied_photos_and_clean_boxes_wins_on_the_shifted_test(tm
     with TestClient(app, base_url=LAN, headers=CSRF) as c:
         boss = bearer(TokenBook(data_dir).instructor)
         # the instructor: the hidden test set, then one project per team
+        zipped = scene_zip(hidden, "coco", TAGS)  # PNG images, COCO boxes, conditions.csv
         r = c.post("/api/testset?format=coco", headers=boss,
-                   files={"file": ("hidden.zip", hidden_zip(hidden), "application/zip")})
+                   files={"file": ("hidden.zip", zipped, "application/zip")})
         assert r.status_code == 201, r.text
         assert r.json()["images_added"] == HIDDEN and r.json()["tagged"] == HIDDEN
         summary = c.get("/api/testset", headers=boss).json()
@@ -203,13 +185,18 @@ def test_the_team_with_varied_photos_and_clean_boxes_wins_on_the_shifted_test(tm
                         round(reports[pid]["private"]["map"], 3)) for pid in teams}
         print(f"seed {SEED}: (val mAP, test mAP, private mAP) {scores}; ranks {rank}")
         assert set(rank) == set(teams)
-        assert rank["team-a"] < rank["team-c"], scores
-        assert reports["team-a"]["map"] > reports["team-c"]["map"] + 0.03, scores
+        # clean boxes beat noisy ones, by far (seeds 0-2: test mAP 0.24-0.32 and 0.17-0.26
+        # against 0.04-0.06); A over B holds too but by less than its spread (seed 1: 0.239
+        # vs 0.260 on the whole test set), so it is not asserted
+        assert rank["team-a"] < rank["team-c"] and rank["team-b"] < rank["team-c"], scores
+        assert reports["team-a"]["map"] > reports["team-c"]["map"] + 0.1, scores
+        assert reports["team-b"]["map"] > reports["team-c"]["map"] + 0.05, scores
 
         # the shift report: own validation vs hidden test, per condition
         for pid, rep in reports.items():
             assert rep["val"]["map"] == pytest.approx(done[pid]["val_map"], abs=1e-6)
             assert rep["gap"] == pytest.approx(rep["val"]["map"] - rep["map"], abs=1e-5)
+            assert rep["gap"] > 0, scores  # the shifted test is harder than the team's photos
             assert rep["unmatched_classes"] == ["mug"]
             assert set(rep["conditions"]) == set(TAGS)
             for tag in TAGS:
