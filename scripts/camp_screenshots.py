@@ -12,8 +12,11 @@ laptop), uploads a few photos through the file input (new ones, a duplicate, a f
 server refuses), and writes docs/img/camp-<screen>-<phone|laptop>.png for the screens projects,
 photos, label, proposals (a model's proposed boxes on an unlabelled photo), train (a finished
 run's directory written beside the server), board (the leaderboard and the instructor's test
-set and event settings) and teams, each under 300 KB (palette-quantised when needed). It fails if
-the browser console logs an error other than the 4xx answers the page expects (the refused HEIC).
+set and event settings, after a real 15-second run was submitted, scored on a hidden test
+set of objects-8's shift split, and the event frozen), report (that submission's shift
+report) and teams, each under 300 KB
+(palette-quantised when needed). It fails if the browser console logs an error other than the
+4xx answers the page expects (the refused HEIC).
 
 Needs the `camp` and `test` extras, `bash scripts/install-browser.sh` (chromium, chromedriver)
 and `bash scripts/install-data.sh` (the synthesiser's stamps and backgrounds).
@@ -43,8 +46,10 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+from dlcamp.camp import training
 from dlcamp.camp.auth import TokenBook
 from dlcamp.camp.storage import CampStore
+from dlcamp.camp.transfer import scene_zip
 from dlcamp.data import scene_sources
 from dlcamp.vision import scene_sets
 from dlcamp.vision.scenes import SceneObject, synthesise
@@ -218,6 +223,30 @@ def model_results(data: Path, photos: Photos, api: httpx.Client) -> int:
     return target["id"]
 
 
+def scored_submission(data: Path, api: httpx.Client) -> None:
+    """A real run and a real score for the board's screen: objects-8's shift split (40 scenes
+    with condition tags) becomes the hidden test set, team-1 trains for 15 s as `dlcamp camp
+    train` does (camp.training, in this process), its run is submitted and scored by the
+    server, and the event is frozen so that the report shows whole."""
+    hidden = scene_sets.load_scene_set("objects-8", "shift", n=40)
+    zipped = scene_zip(hidden, tags=("background_source", "scale_bucket"), prefix="hidden")
+    api.post("/api/testset", params={"format": "coco"},
+             files={"file": ("hidden.zip", zipped, "application/zip")}).raise_for_status()
+    run = training.train_project(data, "team-1", minutes=0.25, propose=False,
+                                 log=lambda _: None)["run"]
+    r = api.post("/api/projects/team-1/submissions", json={"edit_id": uuid.uuid4().hex,
+                                                           "run": run})
+    r.raise_for_status()
+    sid, deadline = r.json()["id"], time.monotonic() + 120
+    while api.get(f"/api/projects/team-1/submissions/{sid}").json()["status"] not in (
+            "done", "failed"):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the submission was not scored within 2 minutes")
+        time.sleep(0.5)
+    api.put("/api/event", json={"edit_id": uuid.uuid4().hex, "state": "frozen"}
+            ).raise_for_status()
+
+
 # --- the browser ------------------------------------------------------------------------------
 
 def browser(width: int, height: int, mobile: bool) -> webdriver.Chrome:
@@ -276,7 +305,7 @@ def screens(driver: webdriver.Chrome, base: str, token: str, uploads: list[Path]
     """The screens, as an instructor: projects, photos (after `uploads`), label, proposals,
     train, board, teams."""
     driver.get(f"{base}/?token={token}#/")
-    until(driver, "document.querySelectorAll('.card').length === 3")
+    until(driver, "document.querySelectorAll('.card').length === 4")  # three teams and the test set
     shoot(driver, out / f"camp-projects-{kind}.png")
 
     driver.get(f"{base}/#/p/team-1/photos")
@@ -315,6 +344,13 @@ def screens(driver: webdriver.Chrome, base: str, token: str, uploads: list[Path]
     until(driver, "document.getElementById('ranking').textContent.length > 0")
     time.sleep(0.5)
     shoot(driver, out / f"camp-board-{kind}.png")
+    button = driver.find_elements(By.XPATH, "//button[contains(., 'Report')]")[0]
+    driver.execute_script("arguments[0].click()", button)   # the scored run's shift report
+    until(driver, "!document.getElementById('report').hidden && [...document.querySelectorAll("
+                  "'#report img')].every(i => i.complete && i.naturalWidth)")
+    driver.execute_script("document.getElementById('report').scrollIntoView()")
+    time.sleep(0.5)
+    shoot(driver, out / f"camp-report-{kind}.png")
 
     driver.get(f"{base}/#/teams")
     until(driver, "document.querySelectorAll('.token-card img').length === 3 && [...document."
@@ -343,6 +379,7 @@ def main(argv: list[str] | None = None) -> int:
                           headers={"Authorization": f"Bearer {token}", "X-Camp": "1"}) as api:
             image = fill(api, photos)
             proposed = model_results(Path(tmp) / "data", photos, api)
+            scored_submission(Path(tmp) / "data", api)
         new = [Path(tmp, f"IMG_2025080{i}.jpg") for i in (12, 13)]
         for path, i in zip(new, (12, 13), strict=True):
             path.write_bytes(photos.jpeg(i))

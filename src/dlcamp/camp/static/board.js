@@ -99,7 +99,7 @@ async function renderSubmissions() {
     ["验证 val mAP", (s) => num(s.val_map)], [frozen ? "测试 test mAP (final)" : "测试 test mAP (public)", (s) => num(test(s))],
     ["差距 gap", (s) => (typeof s.val_map === "number" && typeof test(s) === "number" ? num(s.val_map - test(s)) : "—")],
     ["", (s) => el("span", { class: "btn-row tight" },
-      s.status === "done" ? el("button", { class: "btn small", type: "button", onclick: () => showReport(s) }, "报告 Report") : null,
+      s.status === "done" ? el("button", { class: "btn small", type: "button", onclick: () => openReport(s) }, "报告 Report") : null,
       s.selected ? el("span", { class: "state-tag", dataset: { state: "done" } }, "✓ 最终 final")
         : s.status === "done" ? el("button", { class: "btn small", type: "button", onclick: () => select(s) }, "选为最终 Select") : null)],
   ], { row: (s) => ({ dataset: { id: String(s.id), status: s.status || "" } }) }));
@@ -113,6 +113,12 @@ async function select(s) {
     say(`提交 #${s.id} 选为最终 Submission #${s.id} selected for the final ranking`, "ok");
   } catch (e) { say(explain(e, "选择 Select"), "error"); }
   renderSubmissions();
+}
+
+/** Fetch submission `s` whole (the list's rows carry no report) and show its report. */
+async function openReport(s) {
+  try { showReport(await api(P(`/submissions/${s.id}`))); }
+  catch (e) { const box = $("#report"); box.replaceChildren(el("p", { class: "result error" }, explain(e, "报告 Report"))); box.hidden = false; }
 }
 
 /** The shift report of a scored submission (scoring.py's report: map, map_50, per_class,

@@ -49,6 +49,7 @@ export function renderProjects() {
     const pct = p.images ? Math.round((100 * p.labelled) / p.images) : 0;
     return el("a", { class: "card", href: `#/p/${encodeURIComponent(p.id)}/photos`, dataset: { project: p.id } },
       el("h2", {}, p.name || p.id, " ", el("small", {}, p.id)),
+      p.kind === "test" ? el("div", { class: "hidden-test" }, "隐藏测试集：队伍看不到 Hidden test set: teams never see it") : null,
       el("div", { class: "classes" }, (p.classes || []).map((c) => (c.name_zh ? `${c.name_zh} ${c.name}` : c.name)).join(" · ") || "—"),
       el("div", { class: "stats" }, el("span", {}, "照片 ", el("b", {}, String(p.images || 0))),
         el("span", {}, "已标 ", el("b", {}, String(p.labelled || 0))), el("span", {}, "框 ", el("b", {}, String(p.boxes || 0)))),
