@@ -89,7 +89,8 @@ def random_coords(rng: random.Random, image: dict) -> tuple[float, float, float,
 
 def box_of(body: dict, box_id: str, version: int) -> dict:
     return {"id": box_id, "label": body["label"], "x1": body["x1"], "y1": body["y1"],
-            "x2": body["x2"], "y2": body["y2"], "version": version}
+            "x2": body["x2"], "y2": body["y2"], "version": version, "proposed": False,
+            "score": None}  # a person's box: not a model's proposal
 
 
 # ---------------------------------------------------------------- SIGKILL
