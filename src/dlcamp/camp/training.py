@@ -32,7 +32,6 @@ from typing import Any
 import torch
 
 from dlcamp.camp.dataset import load_work, project_sets
-from dlcamp.camp.reads import Conflict, Invalid, NotFound
 from dlcamp.camp.storage import CampStore
 from dlcamp.core.errors import BadArgument
 from dlcamp.core.io import atomic_write_bytes
@@ -307,29 +306,19 @@ def predict(model: torch.nn.Module, meta: dict[str, Any], store: CampStore, pid:
 def propose_run(store: CampStore, pid: str, out: Path, score_threshold: float = 0.3,
                 log: Callable[[str], Any] = print) -> dict[str, Any]:
     """Let the run in `out` propose boxes on the project's unlabelled images, each image's
-    proposals replacing its older ones (CampStore.propose_boxes). Records
+    proposals replacing its older ones (CampStore.propose_many). Records
     {"state", "images", "boxes", "skipped", "score_threshold", "at"} as camp.json's
     "proposals" and returns camp.json. An image that changed meanwhile is skipped."""
-    if not hasattr(store, "propose_boxes"):  # the store's proposals land with issue 16
-        log("note: this camp store cannot hold proposals yet; none made")
-        return write_state(out, proposals={"state": "unavailable"})
     write_state(out, proposals={"state": "running", "score_threshold": score_threshold})
     ckpt = load_checkpoint(out)
     model = model_from_checkpoint(ckpt).eval()
     ids = unlabelled_images(store, pid)
     found = predict(model, ckpt["data"], store, pid, ids, score_threshold)
     boxes = skipped = 0
-    if hasattr(store, "propose_many"):  # one transaction per 1,000 images
-        items = [{"image": iid, "boxes": proposals} for iid, proposals in found.items()]
-        for start in range(0, len(items), 1000):
-            made = store.propose_many(pid, out.name, items[start:start + 1000])
-            boxes, skipped = boxes + made["boxes"], skipped + len(made["skipped"])
-    else:
-        for iid, proposals in found.items():
-            try:
-                boxes += len(store.propose_boxes(pid, iid, out.name, proposals))
-            except (Conflict, Invalid, NotFound):  # changed or deleted while we looked
-                skipped += 1
+    items = [{"image": iid, "boxes": proposals} for iid, proposals in found.items()]
+    for start in range(0, len(items), 1000):  # one transaction per 1,000 images
+        made = store.propose_many(pid, out.name, items[start:start + 1000])
+        boxes, skipped = boxes + made["boxes"], skipped + len(made["skipped"])
     log(f"proposed {boxes} boxes on {len(found) - skipped} unlabelled images")
     return write_state(out, proposals={"state": "done", "images": len(found) - skipped,
                                        "boxes": boxes, "skipped": skipped,
