@@ -4,8 +4,6 @@ flip TTA is mirror-equivariant and a proper NMS merge of the two views."""
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
 import torch
 from torchvision.ops import box_iou
@@ -113,23 +111,6 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch():
         loss.backward()
         opt.step()
     assert eval_loss() < 0.6 * start
-
-
-def test_forward_exports_to_onnx_equal_to_torch(model, tmp_path):
-    pytest.importorskip("onnx")
-    ort = pytest.importorskip("onnxruntime")
-    model.eval()
-    path, names = tmp_path / "lite.onnx", ["objectness", "class_logits", "box_deltas"]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's notices
-        torch.onnx.export(model, (torch.zeros(2, 3, 64, 64),), str(path), input_names=["image"],
-                          output_names=names, dynamo=False, opset_version=17,
-                          dynamic_axes={"image": {0: "batch"}, **{n: {0: "batch"} for n in names}})
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    for batch in (1, 3):
-        x = torch.randn(batch, 3, 64, 64)
-        for ours, got in zip(model(x), session.run(None, {"image": x.numpy()}), strict=True):
-            torch.testing.assert_close(torch.from_numpy(got), ours.detach(), atol=1e-4, rtol=1e-4)
 
 
 def chatty(name: str, x: torch.Tensor) -> tuple[torch.nn.Module, float]:

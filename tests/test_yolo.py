@@ -206,11 +206,13 @@ def test_detect_suppresses_within_a_class_only():
         cls.fill_(-10.0)
 
 
-def test_forward_exports_to_onnx_with_a_dynamic_batch(tmp_path):
+@pytest.mark.parametrize("name, kwargs", [("yolo", {"width": 4}),
+                                          ("yolo-lite0", {"pretrained": False})])
+def test_forward_exports_to_onnx_with_a_dynamic_batch(tmp_path, name, kwargs):
     pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
-    model = create_model("yolo", num_classes=2, image_size=64, width=4).eval()
-    path = tmp_path / "yolo.onnx"
+    model = create_model(name, num_classes=2, image_size=64, **kwargs).eval()
+    path = tmp_path / f"{name}.onnx"
     names = ["objectness", "class_logits", "box_deltas"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
