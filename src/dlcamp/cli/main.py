@@ -21,9 +21,27 @@ from dlcamp.core.utils import is_quick
 MAX_LENGTH, MAX_LINES = 10_000, 1_000
 
 
+def _launch(args: argparse.Namespace) -> int:
+    """`--nproc N`: check what can be checked here, then run the command under torchrun."""
+    from dlcamp.train.distributed import check_distributed, launch
+    from dlcamp.train.run import data_kind, make_config, prepare_run_dir
+
+    if not args.resume:
+        cfg = make_config(args.model, args.dataset, quick=args.quick or is_quick(),
+                          engine=args.engine, **overrides(args))
+        check_distributed(data_kind(cfg.dataset), cfg.engine)
+        if args.out:
+            prepare_run_dir(Path(args.out), args.force, create=False)
+    return launch(args.argv, args.nproc)
+
+
 def _train(args: argparse.Namespace) -> int:
+    from dlcamp.train.distributed import context
     from dlcamp.train.run import make_config, resume_run, train_run
 
+    ctx = context()
+    if args.nproc > 1 and ctx is None:
+        return _launch(args)
     if args.resume:
         ignored = [f"--{k.replace('_', '-')}" for k in overrides(args) if k != "epochs"]
         ignored += [flag for flag, value, default in (
@@ -43,6 +61,8 @@ def _train(args: argparse.Namespace) -> int:
         cfg = make_config(args.model, args.dataset, quick=args.quick or is_quick(),
                           engine=engine, **overrides(args))
         trainer, out = train_run(cfg, args.out, force=args.force, progress=not args.no_progress)
+    if ctx is not None and not ctx.is_main:
+        return 0  # rank 0 reports
     last = trainer.history[-1] if trainer.history else {}
     metric = f"{trainer.eval_split}_{trainer.task.monitor}"
     if metric in last:
@@ -281,6 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--force", action="store_true", help="overwrite an existing run directory")
     t.add_argument("--resume", metavar="RUN", help="continue the run in this directory")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--nproc", type=whole(1, 64), default=1, metavar="N",
+                   help="data-parallel training in N processes on this machine "
+                   "(DistributedDataParallel under torchrun; gloo on CPU, NCCL on GPU); "
+                   "--batch-size is the global batch")
     t.set_defaults(func=_train)
 
     e = sub.add_parser("evaluate", help="evaluate a checkpoint (file or run directory)")
@@ -394,7 +418,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(argv: list[str] | None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # `train --nproc N` runs the same command again under torchrun
     if args.command == "data" and args.action == "fetch" and args.name is None:
         args.name = "fashion-mnist"
     try:

@@ -47,6 +47,14 @@ from dlcamp.train.detection import (
     scene_loaders,
     scene_sets,
 )
+from dlcamp.train.distributed import (
+    DistContext,
+    DistributedTrainer,
+    check_distributed,
+    context,
+    process_group,
+    shard_loaders,
+)
 from dlcamp.train.engine import ScratchTrainer
 from dlcamp.train.plot import PlotCurves
 from dlcamp.train.speed import machine_summary
@@ -206,16 +214,20 @@ def _image_data(cfg: RunConfig, device: Any, augment: str
 
 
 def build(cfg: RunConfig, out: Path | None, progress: bool = True,
-          log: Callable[[str], Any] = print, callbacks: Sequence[Any] = ()
-          ) -> tuple[Trainer, Loaders, dict[str, Any]]:
+          log: Callable[[str], Any] = print, callbacks: Sequence[Any] = (),
+          ctx: DistContext | None = None) -> tuple[Trainer, Loaders, dict[str, Any]]:
     """Data, model, trainer and callbacks for a run (nothing trained, nothing written yet);
     `callbacks` are added to the run's own (progress reports of a caller, e.g. the camp's).
+    With `ctx` (a torchrun job, in its process group) the trainer is a DistributedTrainer on
+    this rank's chunks, and only rank 0 gets the callbacks that print or write files.
 
     The loaders are `Loaders` for every task; fit on `loaders.train`, measure on
     `loaders.eval` (the split named by `loaders.eval_split`)."""
     seed_everything(cfg.train.seed)
     kind = data_kind(cfg.dataset)
     _check_model_fits(cfg, kind)
+    if ctx is not None:
+        check_distributed(kind, cfg.engine)
     augment = cfg.augment
     mirror = kind == "scenes" or (kind == "image" and get_spec(cfg.dataset).mirror_symmetric)
     if "flip" in str(augment) and not mirror:
@@ -250,6 +262,11 @@ def build(cfg: RunConfig, out: Path | None, progress: bool = True,
             "versions": versions(), "machine": machine_summary()}
     extra = list(callbacks)
     callbacks = [ProgressBar(disable=None if progress else True), EpochLog(log), *extra]
+    if ctx is not None:
+        loaders = shard_loaders(loaders, ctx)
+        meta["distributed"] = ctx.to_dict()
+        if not ctx.is_main:  # the other ranks train and keep quiet
+            callbacks, out = [], None
     if out is not None:
         callbacks += [CSVLogger(out / "metrics.csv"),
                       PlotCurves(out / "curves.png", title=f"{cfg.model} on {cfg.dataset}"),
@@ -259,6 +276,8 @@ def build(cfg: RunConfig, out: Path | None, progress: bool = True,
     if numpy_engine:
         meta["engine"] = "numpy"
         trainer = ScratchTrainer(model, cfg.train, callbacks=callbacks)
+    elif ctx is not None:
+        trainer = DistributedTrainer(model, ctx, cfg.train, callbacks=callbacks)
     else:
         trainer = Trainer(model, cfg.train, callbacks=callbacks)
     meta["speed"] = trainer.speed.to_dict()
@@ -275,11 +294,14 @@ def rename_split(history: list[dict[str, Any]], old: str, new: str) -> list[dict
             for r in history]
 
 
-def write_config(out: Path, cfg: RunConfig, speed: dict[str, Any] | None = None) -> None:
+def write_config(out: Path, cfg: RunConfig, speed: dict[str, Any] | None = None,
+                 ctx: DistContext | None = None) -> None:
     """config.json: the settings asked for, plus (`speed`) what "auto" chose on this machine
-    and why (ignored when the run is resumed: the machine decides again)."""
+    and why (ignored when the run is resumed: the machine decides again), and for a
+    data-parallel run (`ctx`) its "distributed": world_size and backend."""
     payload = {**cfg.to_dict(), **({"speed": speed, "machine": machine_summary()}
-                                   if speed else {})}
+                                   if speed else {}),
+               **({"distributed": ctx.to_dict()} if ctx else {})}
     atomic_write_bytes(out / "config.json", json.dumps(payload, indent=2).encode())
 
 
@@ -293,17 +315,31 @@ def train_run(cfg: RunConfig, out: Path | None = None, force: bool = False,
               progress: bool = True, log: Callable[[str], Any] = print,
               callbacks: Sequence[Any] = ()) -> tuple[Trainer, Path]:
     """Train a new run into `out` (default runs/<model>-<dataset>-<time>); `callbacks` are
-    added to the run's own."""
-    out = prepare_run_dir(Path(out) if out else default_out(cfg), force, create=False)
-    trainer, loaders, _ = build(cfg, out, progress, log, callbacks)  # bad settings raise first
-    prepare_run_dir(out, force)
-    write_config(out, cfg, trainer.speed.to_dict())
-    engine = " with the NumPy engine (dlcamp.engine)" if cfg.engine == "numpy" else ""
-    log(f"training {cfg.model}{engine} on {cfg.dataset} ({loaders.describe}) on "
-        f"{trainer.device}; run directory {out}")
-    log_speed(trainer, log)
-    trainer.fit(loaders.train, loaders.eval, loaders.eval_split)
+    added to the run's own. Under torchrun (several processes) this process trains its share
+    and only rank 0 writes `out` (dlcamp.train.distributed)."""
+    ctx = context()
+    main = ctx is None or ctx.is_main
+    out = Path(out) if out else default_out(cfg)
+    if not main:
+        log = _silent
+    with process_group(ctx):
+        if main:
+            prepare_run_dir(out, force, create=False)
+        trainer, loaders, _ = build(cfg, out, progress, log, callbacks, ctx)  # bad settings raise
+        if main:
+            prepare_run_dir(out, force)
+            write_config(out, cfg, trainer.speed.to_dict(), ctx)
+        engine = " with the NumPy engine (dlcamp.engine)" if cfg.engine == "numpy" else ""
+        procs = f" in {ctx.world_size} processes ({ctx.backend})" if ctx else ""
+        log(f"training {cfg.model}{engine} on {cfg.dataset} ({loaders.describe}) on "
+            f"{trainer.device}{procs}; run directory {out}")
+        log_speed(trainer, log)
+        trainer.fit(loaders.train, loaders.eval, loaders.eval_split)
     return trainer, out
+
+
+def _silent(*_: Any) -> None:
+    """The log of a rank other than 0."""
 
 
 def resume_run(run_dir: Path | str, epochs: int | None = None, progress: bool = True,
@@ -322,14 +358,21 @@ def resume_run(run_dir: Path | str, epochs: int | None = None, progress: bool = 
     if epochs is not None:
         cfg.train.epochs = epochs
     cfg.dataset = locate_dataset(cfg.dataset, out)
-    trainer, loaders, _ = build(cfg, out, progress, log, callbacks)
-    check_same_model(ckpt, trainer.model.dlcamp_spec["name"], trainer.model.dlcamp_spec["kwargs"])
-    if cfg.engine == "torch":
-        load_weights(trainer.model, ckpt["trainer"]["model"], str(out / "checkpoint.pt"))
-    trainer.load_state_dict(ckpt["trainer"])
-    trainer.history = rename_split(trainer.history, "val", loaders.eval_split)
-    write_config(out, cfg, trainer.speed.to_dict())
-    log(f"resuming {out} after epoch {trainer.epoch} of {cfg.train.epochs}")
-    log_speed(trainer, log)
-    trainer.fit(loaders.train, loaders.eval, loaders.eval_split)
+    ctx = context()
+    main = ctx is None or ctx.is_main
+    if not main:
+        log = _silent
+    with process_group(ctx):
+        trainer, loaders, _ = build(cfg, out, progress, log, callbacks, ctx)
+        check_same_model(ckpt, trainer.model.dlcamp_spec["name"],
+                         trainer.model.dlcamp_spec["kwargs"])
+        if cfg.engine == "torch":
+            load_weights(trainer.model, ckpt["trainer"]["model"], str(out / "checkpoint.pt"))
+        trainer.load_state_dict(ckpt["trainer"])
+        trainer.history = rename_split(trainer.history, "val", loaders.eval_split)
+        if main:
+            write_config(out, cfg, trainer.speed.to_dict(), ctx)
+        log(f"resuming {out} after epoch {trainer.epoch} of {cfg.train.epochs}")
+        log_speed(trainer, log)
+        trainer.fit(loaders.train, loaders.eval, loaders.eval_split)
     return trainer, out

@@ -183,11 +183,20 @@ class Trainer:
         with self.autocast():
             loss, batch_sums = self.task.step(self.step_model, batch)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self.backward(loss)
         if self.config.grad_clip:
             clip_grad_norm(self.model.parameters(), self.config.grad_clip)
         self.optimizer.step()
         return loss, batch_sums
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Gradients of `loss` (data-parallel training weights it: dlcamp.train.distributed)."""
+        loss.backward()
+
+    def reduce_sums(self, sums: dict[str, Any]) -> dict[str, float]:
+        """The metric sums as floats: the one sync of an epoch (or of an evaluation). Several
+        processes add theirs up here (dlcamp.train.distributed)."""
+        return {k: float(v) for k, v in sums.items()}
 
     def eval_step(self, batch: tuple[Any, ...]) -> dict[str, Any]:
         """The task's sums for one batch, in fp32 (called in eval mode, without gradients)."""
@@ -256,7 +265,7 @@ class Trainer:
             self._emit("on_batch_end", i, loss)
         if not sums:
             return {}, 0
-        totals = {k: float(v) for k, v in sums.items()}  # the one sync of the epoch
+        totals = self.reduce_sums(sums)
         return self.task.summarize(totals), int(totals["n"])
 
     def evaluate(self, loader) -> dict[str, float]:
@@ -267,7 +276,7 @@ class Trainer:
         with torch.no_grad(), num_threads(self.speed.threads.value):
             for batch in loader:
                 add_sums(sums, self.eval_step(batch))
-            metrics = self.task.summarize({k: float(v) for k, v in sums.items()})
+            metrics = self.task.summarize(self.reduce_sums(sums))
             return {**metrics, **self.task.finish_eval()}
 
     # -- state ----------------------------------------------------------------------------
