@@ -53,7 +53,8 @@ def rows(run) -> list[dict[str, float]]:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """One process for 2 epochs; two processes for 1 epoch, then resumed in two for a 2nd."""
+    """One process for 2 epochs; two processes for 1 epoch (`--nproc 2`), then resumed in two
+    for a 2nd (torchrun)."""
     root = tmp_path_factory.mktemp("ddp")
     single, ddp = root / "single", root / "ddp"
     one = dlcamp(*ARGS, "--epochs", "2", "--out", str(single))
@@ -61,8 +62,11 @@ def runs(tmp_path_factory):
     two = dlcamp(*ARGS, "--epochs", "1", "--out", str(ddp), "--nproc", "2")
     assert two.returncode == 0, two.stderr
     first_epoch = weights(ddp)
-    resumed = dlcamp("train", "--resume", str(ddp), "--epochs", "2", "--nproc", "2",
-                     "--no-progress")
+    # the second epoch under torchrun itself (the first went through --nproc's own launcher)
+    resumed = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                              "--nproc-per-node=2", "-m", "dlcamp", "train", "--resume", str(ddp),
+                              "--epochs", "2", "--no-progress"], capture_output=True, text=True,
+                             env=ENV, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     return single, ddp, first_epoch, two.stdout + resumed.stdout
 

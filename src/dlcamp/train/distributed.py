@@ -5,6 +5,12 @@
     torchrun --nnodes 2 --node-rank R --nproc-per-node 1 --rdzv-backend c10d \\
              --rdzv-endpoint HOST:29400 --rdzv-id RUN -m dlcamp train ...    # two machines
 
+`--nproc` starts the processes itself, with the environment torchrun would give them, but
+reachable from this machine only: they meet through a file (a FileStore in a private temporary
+folder) and gloo talks over the loopback interface. torchrun's rendezvous store listens on
+every network interface, and torch.distributed has no authentication: use torchrun across
+machines only on a network you trust (docs/distributed.md).
+
 Every process (a *rank*) holds the whole model and the whole in-memory dataset. All ranks
 shuffle with the same seed, so they walk the same global batches; rank r trains on the r-th
 contiguous chunk of each one (`torch.tensor_split`). `--batch-size` is the **global** batch.
@@ -26,6 +32,8 @@ import contextlib
 import os
 import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +49,7 @@ from dlcamp.train.speed import DEFAULT_THREADS, Choice, affinity_cpus
 from dlcamp.train.trainer import Trainer
 
 MAX_NPROC = 64
+INIT_ENV = "DLCAMP_DIST_INIT"  # init_method of the process group (default "env://": torchrun's)
 
 
 @dataclass(frozen=True)
@@ -88,7 +97,8 @@ def process_group(ctx: DistContext | None) -> Iterator[None]:
         return
     if ctx.backend == "nccl":
         torch.cuda.set_device(ctx.local_rank)
-    dist.init_process_group(ctx.backend)  # MASTER_ADDR/PORT (or the rendezvous) from torchrun
+    dist.init_process_group(ctx.backend, init_method=os.environ.get(INIT_ENV, "env://"),
+                            rank=ctx.rank, world_size=ctx.world_size)
     try:
         yield
     finally:
@@ -108,21 +118,55 @@ def strip_nproc(argv: list[str]) -> list[str]:
     return out
 
 
-def launch(argv: list[str], nproc: int) -> int:
-    """Run `dlcamp <argv>` in `nproc` processes on this machine under torchrun
-    (`python -m torch.distributed.run --standalone`) and return its exit code.
+def loopback_interface() -> str:
+    """The name of the network interface that holds 127.0.0.1 ("lo" on Linux, "lo0" on macOS)."""
+    import psutil
 
-    The cores are shared out: each process gets OMP_NUM_THREADS = usable cores // nproc
-    (at least 1) unless OMP_NUM_THREADS is already set. Raises BadArgument for nproc < 1 or
-    over MAX_NPROC.
+    for name, addresses in psutil.net_if_addrs().items():
+        if any(a.address == "127.0.0.1" for a in addresses):
+            return name
+    return "lo"
+
+
+def launch(argv: list[str], nproc: int, poll_s: float = 0.2) -> int:
+    """Run `dlcamp <argv>` in `nproc` processes on this machine and return the exit code: 0
+    when all succeed, else the first failure's (the others are then stopped). Ctrl-C stops
+    them all (130).
+
+    Each process gets torchrun's environment (RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE),
+    a FileStore to meet through (DLCAMP_DIST_INIT) and GLOO_SOCKET_IFNAME set to the loopback
+    interface, so nothing listens beyond this machine; and OMP_NUM_THREADS = usable cores //
+    nproc (at least 1) unless OMP_NUM_THREADS is set. Raises BadArgument for nproc < 1 or over
+    MAX_NPROC.
     """
     if not 1 <= nproc <= MAX_NPROC:
         raise BadArgument(f"--nproc must be between 1 and {MAX_NPROC}, got {nproc}")
-    env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", str(max(1, len(affinity_cpus()) // nproc)))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc-per-node={nproc}", "-m", "dlcamp", *strip_nproc(argv)]
-    return subprocess.run(cmd, env=env).returncode
+    cmd = [sys.executable, "-m", "dlcamp", *strip_nproc(argv)]
+    with tempfile.TemporaryDirectory(prefix="dlcamp-ddp-") as folder:
+        env = {**os.environ, "WORLD_SIZE": str(nproc), "LOCAL_WORLD_SIZE": str(nproc),
+               INIT_ENV: f"file://{os.path.join(folder, 'store')}",
+               "GLOO_SOCKET_IFNAME": loopback_interface()}
+        env.setdefault("OMP_NUM_THREADS", str(max(1, len(affinity_cpus()) // nproc)))
+        procs = [subprocess.Popen(cmd, env={**env, "RANK": str(r), "LOCAL_RANK": str(r)})
+                 for r in range(nproc)]
+        try:
+            while True:
+                codes = [p.poll() for p in procs]
+                failed = [c for c in codes if c not in (None, 0)]
+                if failed or all(c == 0 for c in codes):
+                    return failed[0] if failed else 0
+                time.sleep(poll_s)
+        except KeyboardInterrupt:
+            return 130
+        finally:
+            for p in procs:  # a rank that failed leaves the others waiting in a collective
+                if p.poll() is None:
+                    p.terminate()
+            for p in procs:
+                try:
+                    p.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
 
 
 class Shard(tuple):
