@@ -21,9 +21,9 @@ import torch
 
 from common import markdown_table, parser, report, setup, time_dlcamp
 from dlcamp.course.compare import training_flops
+from dlcamp.course.performance import matmul_gflops
 from dlcamp.models import create_model
 from dlcamp.train import TrainConfig, make_config
-from machine import matmul_peak
 
 
 def rows_to_run() -> list[dict]:
@@ -51,7 +51,7 @@ def main() -> None:
     if args.quick:
         args.batches, args.warmup, args.matmul_n, args.matmul_seconds = 4, 2, 512, 0.2
 
-    peaks = {dtype: matmul_peak(getattr(torch, dtype), args.matmul_n, args.matmul_seconds)
+    peaks = {dtype: matmul_gflops(args.matmul_n, getattr(torch, dtype), args.matmul_seconds)
              for dtype in ("float32", "bfloat16")}
     print(f"matmul peak (n={args.matmul_n}): fp32 {peaks['float32']:,.1f} GFLOP/s, "
           f"bf16 {peaks['bfloat16']:,.1f} GFLOP/s", flush=True)

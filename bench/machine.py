@@ -3,7 +3,9 @@
     python bench/machine.py              # the description, fp32/bf16 matmul peaks, both kinds
     python bench/machine.py --quick      # smaller matrices, a fraction of a second each
 
-`describe()` goes into every results file; `matmul_peak()` is the yardstick of bench/flops.py.
+`describe()` goes into every results file; the matmul peak
+(`dlcamp.course.performance.matmul_gflops`) is the yardstick of bench/flops.py and
+bench/roofline.py.
 
 Two CPU kinds are measured on one machine (issue 12): `native`, and `avx2`, an emulated
 AVX2-only laptop: PyTorch's own kernels dispatch at AVX2 (ATEN_CPU_CAPABILITY=avx2) and oneDNN,
@@ -20,10 +22,10 @@ import os
 import platform
 import subprocess
 import sys
-import time
 
 import torch
 
+from dlcamp.course.performance import matmul_gflops
 from dlcamp.train.speed import SPEED_FLAGS, cpu_info
 
 KINDS: dict[str, dict[str, str]] = {
@@ -92,35 +94,6 @@ def describe_markdown(info: dict) -> str:
     ])
 
 
-def matmul_peak(dtype: torch.dtype = torch.float32, n: int = 2048, seconds: float = 2.0) -> float:
-    """Achieved GFLOP/s of an n x n @ n x n torch.matmul on the CPU (best call of many).
-
-    A square matmul is the fastest thing the CPU does, so its rate is the practical peak that
-    a model's FLOP rate is compared with (2 n^3 FLOPs per call: one multiply and one add).
-    Where the dtype is emulated (bf16 without AVX512_BF16: under 1 GFLOP/s), n is lowered so
-    that one call takes at most about a second.
-    """
-    gen = torch.Generator().manual_seed(0)
-    small = torch.randn(256, 256, generator=gen).to(dtype)
-    start = time.perf_counter()
-    torch.matmul(small, small)
-    rate = 2 * 256**3 / max(time.perf_counter() - start, 1e-9)  # FLOP/s, a first guess
-    n = min(n, max(256, int((rate / 2) ** (1 / 3))))  # at most ~1 s per call
-    a = torch.randn(n, n, generator=gen).to(dtype)
-    b = torch.randn(n, n, generator=gen).to(dtype)
-    out = torch.empty(n, n, dtype=dtype)
-    for _ in range(2):  # warm-up: thread pool start, oneDNN/BLAS kernel selection
-        torch.matmul(a, b, out=out)
-    best, deadline = float("inf"), time.perf_counter() + seconds
-    calls = 0
-    while calls < 3 or time.perf_counter() < deadline:
-        start = time.perf_counter()
-        torch.matmul(a, b, out=out)
-        best = min(best, time.perf_counter() - start)
-        calls += 1
-    return 2 * n**3 / best / 1e9
-
-
 _PROBE = """
 import json, torch
 from dlcamp.models import create_model
@@ -167,7 +140,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     n, seconds = (512, 0.2) if args.quick else (args.n, args.seconds)
-    peaks = {f"{str(d).removeprefix('torch.')}_gflops": matmul_peak(d, n, seconds)
+    peaks = {f"{str(d).removeprefix('torch.')}_gflops": matmul_gflops(n, d, seconds)
              for d in (torch.float32, torch.bfloat16)}
     if args.peaks_json:
         print(json.dumps(peaks))

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from dlcamp.cli.argtypes import OneLineParser, number, seed, whole
+from dlcamp.cli.bench import add_parser as add_bench_parser
 from dlcamp.cli.camp import add_parser as add_camp_parser
 from dlcamp.cli.flags import add_setting_flags, overrides
 from dlcamp.core.config import ENGINES, RENAMED_ENGINES
@@ -394,6 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     les.set_defaults(func=_lessons)
 
     add_camp_parser(sub)
+    add_bench_parser(sub)
 
     doc = sub.add_parser("doctor", help="check Python, torch, device and datasets")
     doc.set_defaults(func=_doctor)
