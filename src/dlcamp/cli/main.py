@@ -22,27 +22,12 @@ from dlcamp.core.utils import is_quick
 MAX_LENGTH, MAX_LINES = 10_000, 1_000
 
 
-def _launch(args: argparse.Namespace) -> int:
-    """`--nproc N`: check what can be checked here, then run the command under torchrun."""
-    from dlcamp.train.distributed import check_distributed, launch
-    from dlcamp.train.run import data_kind, make_config, prepare_run_dir
-
-    if not args.resume:
-        cfg = make_config(args.model, args.dataset, quick=args.quick or is_quick(),
-                          engine=args.engine, **overrides(args))
-        check_distributed(data_kind(cfg.dataset), cfg.engine)
-        if args.out:
-            prepare_run_dir(Path(args.out), args.force, create=False)
-    return launch(args.argv, args.nproc)
-
-
 def _train(args: argparse.Namespace) -> int:
     from dlcamp.train.distributed import context
-    from dlcamp.train.run import make_config, resume_run, train_run
+    from dlcamp.train.run import launch_run, make_config, resume_run, train_run
 
     ctx = context()
-    if args.nproc > 1 and ctx is None:
-        return _launch(args)
+    launching = args.nproc > 1 and ctx is None  # --nproc N: this command again in N processes
     if args.resume:
         ignored = [f"--{k.replace('_', '-')}" for k in overrides(args) if k != "epochs"]
         ignored += [flag for flag, value, default in (
@@ -52,6 +37,8 @@ def _train(args: argparse.Namespace) -> int:
         if ignored:  # a resumed run keeps its own settings; only --epochs extends it
             print(f"note: --resume continues {args.resume} with the settings in its "
                   f"config.json; ignored: {' '.join(ignored)}", file=sys.stderr)
+        if launching:
+            return launch_run(None, args.argv, args.nproc)
         trainer, out = resume_run(args.resume, epochs=args.epochs, progress=not args.no_progress)
     else:
         engine = args.engine
@@ -61,6 +48,8 @@ def _train(args: argparse.Namespace) -> int:
                   "go in a later release)", file=sys.stderr)
         cfg = make_config(args.model, args.dataset, quick=args.quick or is_quick(),
                           engine=engine, **overrides(args))
+        if launching:
+            return launch_run(cfg, args.argv, args.nproc, args.out, args.force)
         trainer, out = train_run(cfg, args.out, force=args.force, progress=not args.no_progress)
     if ctx is not None and not ctx.is_main:
         return 0  # rank 0 reports

@@ -52,6 +52,7 @@ from dlcamp.train.distributed import (
     DistributedTrainer,
     check_distributed,
     context,
+    launch,
     process_group,
     shard_loaders,
 )
@@ -336,6 +337,18 @@ def train_run(cfg: RunConfig, out: Path | None = None, force: bool = False,
         log_speed(trainer, log)
         trainer.fit(loaders.train, loaders.eval, loaders.eval_split)
     return trainer, out
+
+
+def launch_run(cfg: RunConfig | None, argv: list[str], nproc: int, out: Path | str | None = None,
+               force: bool = False) -> int:
+    """`dlcamp <argv>` again in `nproc` processes (dlcamp.train.distributed.launch), after the
+    checks that can be made here: `cfg` (None for a resumed run) must be image classification
+    on the torch engine, and `out` must be free. Returns the exit code."""
+    if cfg is not None:
+        check_distributed(data_kind(cfg.dataset), cfg.engine)
+        if out:
+            prepare_run_dir(Path(out), force, create=False)
+    return launch(argv, nproc)
 
 
 def _silent(*_: Any) -> None:
