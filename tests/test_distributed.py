@@ -18,6 +18,8 @@ import torch.distributed as dist
 
 from dlcamp.cli.main import main
 from dlcamp.core.errors import BadArgument
+from dlcamp.data.datasets import load_dataset
+from dlcamp.data.loader import TensorLoader
 from dlcamp.train.checkpoint import load_checkpoint
 from dlcamp.train.distributed import (
     DistContext,
@@ -102,6 +104,23 @@ def test_a_ddp_checkpoint_loads_and_evaluates_in_one_process(runs, capsys):
     assert result["acc"] == pytest.approx(rows(ddp)[-1]["test_acc"], abs=1e-6)
 
 
+def test_batch_norm_and_a_time_budget_stay_in_step_over_the_ranks(tmp_path, capsys):
+    """The default cnn (batch norm) under a time budget: the ranks stop at the same step (rank
+    0's clock decides), and the test accuracy logged by the two ranks together is the accuracy
+    of rank 0's checkpoint in one process (its batch-norm statistics are broadcast first)."""
+    out = tmp_path / "cnn"
+    run = dlcamp("train", "--model", "cnn", "--dataset", "mnist", "--epochs", "1000",
+                 "--max-seconds", "3", "--threads", "1", "--no-progress", "--nproc", "2",
+                 "--out", str(out))
+    assert run.returncode == 0, run.stderr
+    logged = rows(out)
+    assert 0 < len(logged) < 1000  # stopped by the budget, not by the epochs
+    assert main(["evaluate", str(out), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["acc"] == pytest.approx(logged[-1]["test_acc"], abs=1e-6)
+    assert result["loss"] == pytest.approx(logged[-1]["test_loss"], rel=1e-4)
+
+
 def test_nproc_refuses_what_it_cannot_train_before_launching(tmp_path, capsys):
     assert main(["train", "--model", "lstm", "--dataset", "tang300", "--nproc", "2"]) == 2
     assert "image classification" in capsys.readouterr().err
@@ -110,6 +129,11 @@ def test_nproc_refuses_what_it_cannot_train_before_launching(tmp_path, capsys):
     assert "refusing to overwrite" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["train", "--nproc", "0"])
+    text_run = tmp_path / "poems"
+    text_run.mkdir()
+    (text_run / "config.json").write_text(json.dumps({"model": "lstm", "dataset": "tang300"}))
+    assert main(["train", "--resume", str(text_run), "--nproc", "2"]) == 2
+    assert "image classification" in capsys.readouterr().err
     with pytest.raises(BadArgument, match="NumPy|numpy"):
         check_distributed("image", "numpy")
 
@@ -122,6 +146,11 @@ def test_shards_split_each_global_batch_contiguously():
     loader = ShardedLoader([(x, y), (x[:1], y[:1])], rank=1, world_size=2, train=True)
     assert [len(b[1]) for b in loader] == [2]  # a batch smaller than the world is skipped
     assert strip_nproc(["train", "--nproc", "2", "--nproc=3", "--quick"]) == ["train", "--quick"]
+    # 10 examples in batches of 4 over 3 ranks: the last batch (2) is skipped, and not counted
+    digits = TensorLoader(load_dataset("digits", "test").subset(10, 0), batch_size=4)
+    assert len(ShardedLoader(digits, 0, 3, train=True)) == len(list(
+        ShardedLoader(digits, 0, 3, train=True))) == 2
+    assert len(ShardedLoader(digits, 0, 3, train=False)) == 3
 
 
 def test_time_budget_and_sums_go_through_the_process_group(tmp_path, monkeypatch):

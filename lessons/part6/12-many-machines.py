@@ -112,7 +112,13 @@ print(" ".join(launcher[1:]))
 start = time.perf_counter()
 machines = [subprocess.Popen(launcher, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              env={**os.environ, "OMP_NUM_THREADS": "1"}) for _ in range(2)]
-outputs = [m.communicate(timeout=180) for m in machines]
+try:
+    outputs = [m.communicate(timeout=180) for m in machines]
+finally:  # a launcher left waiting for its partner must not outlive the lesson
+    for m in machines:
+        if m.poll() is None:
+            m.kill()
+            m.wait()
 launch_seconds = time.perf_counter() - start
 reports = sorted((json.loads(line) for out, _ in outputs for line in out.splitlines()
                   if line.startswith("{")), key=lambda r: r["rank"])
@@ -151,7 +157,8 @@ print(f"parameter server (1 server + 2 workers) vs one process: max difference {
 
 # %% [markdown]
 # 同样的结果，通信量却不同。设梯度有 $n$ 字节、$N$ 个工作进程：服务器每一步要收 $N\cdot n$、
-# 发 $N\cdot n$ 字节，全压在它一根网线上，时间随 $N$ 线性增长；环形全归约里每个进程只收发
+# 发 $N\cdot n$ 字节，全压在它一根网线上（全双工网卡收发可以同时进行，按 $N\cdot n/\beta$ 计），
+# 时间随 $N$ 线性增长；环形全归约里每个进程只收发
 # $\frac{2(N-1)}{N}n$，几乎不随 $N$ 变。实际系统把参数分片放在多台服务器上来缓解这个瓶颈。
 # 以 ResNet-18 的梯度（float32）、10 Gbit/s 网卡为例，只算带宽项：
 
@@ -162,7 +169,8 @@ print(f"ResNet-18 gradient: {resnet_bytes / 1e6:.1f} MB; seconds per step on a 1
 print(f"{'workers':>8s} {'server':>9s} {'ring':>9s}")
 traffic = {}
 for n in (2, 8, 64):
-    traffic[n] = (2 * n * resnet_bytes / link, allreduce_seconds(resnet_bytes, n, 0.0, link))
+    # full duplex: the server receives and sends its N * n bytes at the same time
+    traffic[n] = (n * resnet_bytes / link, allreduce_seconds(resnet_bytes, n, 0.0, link))
     print(f"{n:8d} {traffic[n][0]:9.3f} {traffic[n][1]:9.3f}")
 
 # %% [markdown] slideshow={"slide_type": "slide"}
@@ -184,7 +192,7 @@ print(f"loopback, 2 processes: alpha = {alpha * 1e6:.0f} us per message, "
 # 估算 N 台机器一起训练时的加速比。每台机器的批量固定为 256（全局批量随 N 增大），
 # 通信和计算不重叠（DDP 会让两者部分重叠，那是更乐观的情形）。每步的计算时间有三种：
 # LeNet 在这台 CPU 上实测；LeNet 和 ResNet-18（96 像素输入）在 GPU 上的时间取自书中
-# （《动手学深度学习》第 2 版 PyTorch 版第 7.6、8.6 节训练输出的 examples/sec on cuda:0：
+# （《动手学深度学习》第 2 版 PyTorch 版第 6.6 节（LeNet）、第 7.6 节（ResNet）训练输出的 examples/sec on cuda:0：
 # 55,297 和 5,033 个样本每秒）。
 
 # %%
@@ -198,11 +206,12 @@ def step_seconds(name: str, side: int, batch: int) -> float:
         F.cross_entropy(model(x), target).backward()
 
     step()  # warm-up
-    return Timer("step()", globals={"step": step}).timeit(2 if QUICK else 10).mean
+    timer = Timer("step()", globals={"step": step}, num_threads=torch.get_num_threads())
+    return timer.timeit(2 if QUICK else 10).mean
 
 
 lenet_bytes = 4 * count_parameters(create_model("lenet"))
-BOOK_GPU_EXAMPLES_PER_S = {"lenet": 55_297, "resnet18": 5_033}  # d2l-zh 2nd ed., 7.6 and 8.6
+BOOK_GPU_EXAMPLES_PER_S = {"lenet": 55_297, "resnet18": 5_033}  # d2l-zh 2nd ed., 6.6 and 7.6
 scenarios = {  # name: (seconds of compute per step of 256 examples, gradient bytes)
     "lenet, this CPU": (step_seconds("lenet", 28, 256), lenet_bytes),
     "lenet, book GPU": (256 / BOOK_GPU_EXAMPLES_PER_S["lenet"], lenet_bytes),

@@ -38,7 +38,7 @@ def _train(args: argparse.Namespace) -> int:
             print(f"note: --resume continues {args.resume} with the settings in its "
                   f"config.json; ignored: {' '.join(ignored)}", file=sys.stderr)
         if launching:
-            return launch_run(None, args.argv, args.nproc)
+            return launch_run(None, args.argv, args.nproc, resume=args.resume)
         trainer, out = resume_run(args.resume, epochs=args.epochs, progress=not args.no_progress)
     else:
         engine = args.engine

@@ -158,7 +158,9 @@ def side_by_side(fns: dict[str, Callable[[], Any]], calls: int, rounds: int = 5
     the functions' blocks alternating, the median block's mean kept."""
     rounds = max(1, min(rounds, calls))
     number = max(1, calls // rounds)
-    timers = {name: Timer("fn()", globals={"fn": fn}) for name, fn in fns.items()}
+    # Timer runs with 1 thread unless told: time with the threads this process uses
+    timers = {name: Timer("fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+              for name, fn in fns.items()}
     blocks: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(rounds):
         for name, timer in timers.items():

@@ -30,9 +30,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -54,35 +56,46 @@ INIT_ENV = "DLCAMP_DIST_INIT"  # init_method of the process group (default "env:
 
 @dataclass(frozen=True)
 class DistContext:
-    """Who this process is in a torchrun job (from the environment torchrun sets)."""
+    """Who this process is in a torchrun job (from the environment torchrun sets), and the
+    backend its training device needs."""
 
     rank: int              # 0 .. world_size - 1, over all machines
     world_size: int        # processes in the job
     local_rank: int        # 0 .. local_world_size - 1 on this machine
     local_world_size: int  # processes on this machine
+    backend: str = "gloo"  # "nccl" between GPUs, "gloo" between CPUs
 
     @property
     def is_main(self) -> bool:
         """Rank 0: the one process that writes files and prints."""
         return self.rank == 0
 
-    @property
-    def backend(self) -> str:
-        """NCCL between GPUs, gloo between CPUs."""
-        return "nccl" if torch.cuda.is_available() and dist.is_nccl_available() else "gloo"
-
     def to_dict(self) -> dict[str, Any]:
         return {"world_size": self.world_size, "backend": self.backend}
 
 
-def context() -> DistContext | None:
+def context(device: torch.device | None = None) -> DistContext | None:
     """The torchrun job this process belongs to, or None when it runs alone (no WORLD_SIZE in
-    the environment, or a world of one)."""
+    the environment, or a world of one). Training on a CUDA `device` uses NCCL (each rank on
+    the GPU of its local rank), anything else gloo. Raises BadArgument when a machine runs
+    more CUDA processes than it has GPUs."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return None
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+    cuda = device is not None and device.type == "cuda"
+    if cuda:
+        check_gpus(local)
     return DistContext(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")),
-                       int(os.environ.get("LOCAL_WORLD_SIZE", str(world))))
+                       local, "nccl" if cuda and dist.is_nccl_available() else "gloo")
+
+
+def check_gpus(nproc: int) -> None:
+    """One process per GPU: BadArgument when `nproc` exceeds the GPUs on this machine."""
+    gpus = torch.cuda.device_count()
+    if nproc > gpus:
+        raise BadArgument(f"{nproc} processes on CUDA need {nproc} GPUs; this machine has "
+                          f"{gpus}. Use --nproc {max(gpus, 1)}, or --device cpu")
 
 
 @contextlib.contextmanager
@@ -96,7 +109,7 @@ def process_group(ctx: DistContext | None) -> Iterator[None]:
         yield
         return
     if ctx.backend == "nccl":
-        torch.cuda.set_device(ctx.local_rank)
+        torch.cuda.set_device(ctx.local_rank)  # before the group: NCCL binds to this GPU
     dist.init_process_group(ctx.backend, init_method=os.environ.get(INIT_ENV, "env://"),
                             rank=ctx.rank, world_size=ctx.world_size)
     try:
@@ -146,27 +159,58 @@ def launch(argv: list[str], nproc: int, poll_s: float = 0.2) -> int:
         env = {**os.environ, "WORLD_SIZE": str(nproc), "LOCAL_WORLD_SIZE": str(nproc),
                INIT_ENV: f"file://{os.path.join(folder, 'store')}",
                "GLOO_SOCKET_IFNAME": loopback_interface()}
+        env.setdefault("NCCL_SOCKET_IFNAME", env["GLOO_SOCKET_IFNAME"])  # NCCL's bootstrap
         env.setdefault("OMP_NUM_THREADS", str(max(1, len(affinity_cpus()) // nproc)))
-        procs = [subprocess.Popen(cmd, env={**env, "RANK": str(r), "LOCAL_RANK": str(r)})
-                 for r in range(nproc)]
+        procs: list[subprocess.Popen] = []
+        main_thread = threading.current_thread() is threading.main_thread()
+        # `kill` (SIGTERM) of the launcher stops the workers too (handlers: main thread only)
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt) if main_thread else None
         try:
+            for r in range(nproc):
+                procs.append(subprocess.Popen(cmd, env={**env, "RANK": str(r),
+                                                        "LOCAL_RANK": str(r)},
+                                              preexec_fn=_die_with_parent))
             while True:
                 codes = [p.poll() for p in procs]
                 failed = [c for c in codes if c not in (None, 0)]
                 if failed or all(c == 0 for c in codes):
-                    return failed[0] if failed else 0
+                    # a worker killed by signal N: the shell's 128 + N
+                    return (128 - failed[0] if failed[0] < 0 else failed[0]) if failed else 0
                 time.sleep(poll_s)
         except KeyboardInterrupt:
             return 130
         finally:
-            for p in procs:  # a rank that failed leaves the others waiting in a collective
-                if p.poll() is None:
-                    p.terminate()
-            for p in procs:
-                try:
-                    p.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+            if main_thread:
+                signal.signal(signal.SIGTERM, previous)
+            _stop(procs)
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _die_with_parent() -> None:
+    """In a worker before it starts (Linux): get SIGTERM when the launcher dies, even by
+    SIGKILL, instead of training on as an orphan."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    """Terminate the workers still running (a rank that failed leaves the others waiting in a
+    collective), then kill those that do not stop within 10 s."""
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
 
 
 class Shard(tuple):
@@ -192,7 +236,9 @@ class ShardedLoader:
         self.batch_size = getattr(loader, "batch_size", None)
 
     def __len__(self) -> int:
-        return len(self.loader)
+        n, size = len(getattr(self.loader, "y", ())), getattr(self.loader, "batch_size", 0)
+        tail = n % size if size and not getattr(self.loader, "drop_last", False) else 0
+        return len(self.loader) - (1 if self.train and 0 < tail < self.world_size else 0)
 
     def set_epoch(self, epoch: int) -> None:
         if hasattr(self.loader, "set_epoch"):
@@ -228,7 +274,8 @@ def all_reduce_sums(sums: dict[str, Any], device: torch.device) -> dict[str, flo
     """The metric sums of all ranks added up, as floats (one all-reduce for the whole dict)."""
     keys = sorted(sums)
     values = torch.stack([torch.as_tensor(sums[k], dtype=torch.float64, device=device).reshape(())
-                          for k in keys]) if keys else torch.zeros(0, dtype=torch.float64)
+                          for k in keys]) if keys else torch.zeros(0, dtype=torch.float64,
+                                                                   device=device)
     dist.all_reduce(values)
     return dict(zip(keys, values.tolist(), strict=True))
 
@@ -290,7 +337,14 @@ class DistributedTrainer(Trainer):
         value = torch.tensor([-1.0 if lr is None else lr], dtype=torch.float64,
                              device=self.device)
         dist.broadcast(value, src=0)
-        if value.item() < 0:
-            self.should_stop = True
-            return None
-        return value.item()
+        lr = value.item()
+        self.should_stop = lr < 0  # rank 0's clock decides, not this rank's
+        return None if self.should_stop else lr
+
+    def evaluate(self, loader) -> dict[str, float]:
+        """Every rank evaluates rank 0's model: DDP broadcasts buffers (batch norm's running
+        statistics) *before* each training forward, so after the last step each rank holds
+        the statistics of its own chunk; rank 0's are the ones its checkpoint saves."""
+        for buffer in self.model.buffers():
+            dist.broadcast(buffer, src=0)
+        return super().evaluate(loader)

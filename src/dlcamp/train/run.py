@@ -51,6 +51,7 @@ from dlcamp.train.distributed import (
     DistContext,
     DistributedTrainer,
     check_distributed,
+    check_gpus,
     context,
     launch,
     process_group,
@@ -318,7 +319,7 @@ def train_run(cfg: RunConfig, out: Path | None = None, force: bool = False,
     """Train a new run into `out` (default runs/<model>-<dataset>-<time>); `callbacks` are
     added to the run's own. Under torchrun (several processes) this process trains its share
     and only rank 0 writes `out` (dlcamp.train.distributed)."""
-    ctx = context()
+    ctx = context(pick_device(cfg.train.device))
     main = ctx is None or ctx.is_main
     out = Path(out) if out else default_out(cfg)
     if not main:
@@ -340,14 +341,21 @@ def train_run(cfg: RunConfig, out: Path | None = None, force: bool = False,
 
 
 def launch_run(cfg: RunConfig | None, argv: list[str], nproc: int, out: Path | str | None = None,
-               force: bool = False) -> int:
+               force: bool = False, resume: Path | str | None = None) -> int:
     """`dlcamp <argv>` again in `nproc` processes (dlcamp.train.distributed.launch), after the
-    checks that can be made here: `cfg` (None for a resumed run) must be image classification
-    on the torch engine, and `out` must be free. Returns the exit code."""
-    if cfg is not None:
-        check_distributed(data_kind(cfg.dataset), cfg.engine)
-        if out:
-            prepare_run_dir(Path(out), force, create=False)
+    checks that can be made here: the run (`cfg`, or the config.json of the run to `resume`)
+    must be image classification on the torch engine, with a GPU per process on CUDA, and
+    `out` must be free. Returns the exit code."""
+    if resume is not None:
+        path = Path(resume) / "config.json"
+        if not path.is_file():
+            raise CheckpointError(f"{resume} is not a run directory (no config.json)")
+        cfg = RunConfig.from_dict(json.loads(path.read_text()))
+    elif out:
+        prepare_run_dir(Path(out), force, create=False)
+    check_distributed(data_kind(cfg.dataset), cfg.engine)
+    if pick_device(cfg.train.device).type == "cuda":
+        check_gpus(nproc)
     return launch(argv, nproc)
 
 
@@ -371,7 +379,7 @@ def resume_run(run_dir: Path | str, epochs: int | None = None, progress: bool = 
     if epochs is not None:
         cfg.train.epochs = epochs
     cfg.dataset = locate_dataset(cfg.dataset, out)
-    ctx = context()
+    ctx = context(pick_device(cfg.train.device))
     main = ctx is None or ctx.is_main
     if not main:
         log = _silent
