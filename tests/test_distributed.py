@@ -26,6 +26,7 @@ from dlcamp.train.distributed import (
     DistributedTrainer,
     ShardedLoader,
     check_distributed,
+    check_gpus,
     shard,
     strip_nproc,
 )
@@ -35,7 +36,7 @@ from dlcamp.train.distributed import (
 # checks the weighting of unequal chunks.
 ARGS = ["train", "--model", "lenet", "--dataset", "mnist", "--batch-size", "75",
         "--optimizer", "adam", "--lr", "0.003", "--schedule", "constant", "--threads", "1",
-        "--no-progress"]
+        "--no-progress", "--device", "cpu"]
 ENV = {**os.environ, "DLCAMP_QUIET": "1", "OMP_NUM_THREADS": "1"}
 
 
@@ -68,7 +69,7 @@ def runs(tmp_path_factory):
     resumed = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                               "--nproc-per-node=2", "-m", "dlcamp", "train", "--resume", str(ddp),
                               "--epochs", "2", "--no-progress"], capture_output=True, text=True,
-                             env=ENV, timeout=300)
+                             env={**ENV, "TMPDIR": str(root)}, timeout=300)  # torchrun's folders
     assert resumed.returncode == 0, resumed.stderr
     return single, ddp, first_epoch, two.stdout + resumed.stdout
 
@@ -111,7 +112,7 @@ def test_batch_norm_and_a_time_budget_stay_in_step_over_the_ranks(tmp_path, caps
     out = tmp_path / "cnn"
     run = dlcamp("train", "--model", "cnn", "--dataset", "mnist", "--epochs", "1000",
                  "--max-seconds", "3", "--threads", "1", "--no-progress", "--nproc", "2",
-                 "--out", str(out))
+                 "--device", "cpu", "--out", str(out))
     assert run.returncode == 0, run.stderr
     logged = rows(out)
     assert 0 < len(logged) < 1000  # stopped by the budget, not by the epochs
@@ -121,12 +122,23 @@ def test_batch_norm_and_a_time_budget_stay_in_step_over_the_ranks(tmp_path, caps
     assert result["loss"] == pytest.approx(logged[-1]["test_loss"], rel=1e-4)
 
 
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+def test_two_gpus_train_with_nccl(tmp_path):
+    out = tmp_path / "gpu"
+    run = dlcamp("train", "--model", "lenet", "--quick", "--epochs", "1", "--no-progress",
+                 "--nproc", "2", "--device", "cuda", "--out", str(out))
+    assert run.returncode == 0, run.stderr
+    assert json.loads((out / "config.json").read_text())["distributed"]["backend"] == "nccl"
+
+
 def test_nproc_refuses_what_it_cannot_train_before_launching(tmp_path, capsys):
     assert main(["train", "--model", "lstm", "--dataset", "tang300", "--nproc", "2"]) == 2
     assert "image classification" in capsys.readouterr().err
     (tmp_path / "x").write_text("a run")
     assert main(["train", "--out", str(tmp_path), "--nproc", "2"]) == 2
     assert "refusing to overwrite" in capsys.readouterr().err
+    assert main(["train", "--batch-size", "1", "--nproc", "2"]) == 2
+    assert "at least one example" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["train", "--nproc", "0"])
     text_run = tmp_path / "poems"
@@ -136,6 +148,9 @@ def test_nproc_refuses_what_it_cannot_train_before_launching(tmp_path, capsys):
     assert "image classification" in capsys.readouterr().err
     with pytest.raises(BadArgument, match="NumPy|numpy"):
         check_distributed("image", "numpy")
+    if torch.cuda.device_count() < 2:  # one process per GPU
+        with pytest.raises(BadArgument, match="GPUs"):
+            check_gpus(2)
 
 
 def test_shards_split_each_global_batch_contiguously():

@@ -174,7 +174,7 @@ print("lstm, allow_rnn:", lstm_whole)
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## 编译训练步，三个模型并排
 #
-# `torch.compile` 不只编译前向：需要梯度时，AOTAutograd 从前向图推导出**反向图**，两者一起交给后端。
+# `torch.compile` 不只编译前向：需要梯度时，AOTAutograd 从前向图（forward graph）推导出**反向图**（backward graph），两者一起交给后端。
 # `compare_compile(..., train=True)` 比较一步训练（前向、损失、反向、SGD）的损失和每个参数的梯度，
 # 然后给整步计时。
 #

@@ -36,6 +36,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 import torch
@@ -64,7 +65,7 @@ torch.manual_seed(0)
 # **启动器**（launcher）：先和其他机器的启动器汇合，商量好每个进程的编号，再在本机启动
 # `--nproc-per-node` 个工作进程，把编号写进它们的环境变量。
 #
-# **静态汇合**：指定一台主机（master）的地址和端口，每台机器自己报上编号 `--node-rank`：
+# **静态汇合**（static rendezvous）：指定一台主机（master）的地址和端口，每台机器自己报上编号 `--node-rank`：
 #
 # ```bash
 # # on machine 0 (its address: 10.0.0.1)               # on machine 1: the same, --node-rank 1
@@ -109,9 +110,11 @@ launcher = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2",
             "--rdzv-endpoint", f"127.0.0.1:{port}", "-m", "dlcamp.course.parallel_variants",
             "report"]
 print(" ".join(launcher[1:]))
+scratch = tempfile.TemporaryDirectory(prefix="dlcamp-6.12-")
 start = time.perf_counter()
 machines = [subprocess.Popen(launcher, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env={**os.environ, "OMP_NUM_THREADS": "1"}) for _ in range(2)]
+                             env={**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": scratch.name})
+            for _ in range(2)]  # TMPDIR: torchrun's own temporary folders are removed with it
 try:
     outputs = [m.communicate(timeout=180) for m in machines]
 finally:  # a launcher left waiting for its partner must not outlive the lesson
@@ -119,6 +122,7 @@ finally:  # a launcher left waiting for its partner must not outlive the lesson
         if m.poll() is None:
             m.kill()
             m.wait()
+    scratch.cleanup()
 launch_seconds = time.perf_counter() - start
 reports = sorted((json.loads(line) for out, _ in outputs for line in out.splitlines()
                   if line.startswith("{")), key=lambda r: r["rank"])

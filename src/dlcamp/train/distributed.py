@@ -174,9 +174,10 @@ def launch(argv: list[str], nproc: int, poll_s: float = 0.2) -> int:
                 codes = [p.poll() for p in procs]
                 failed = [c for c in codes if c not in (None, 0)]
                 if failed or all(c == 0 for c in codes):
-                    # a worker killed by signal N: the shell's 128 + N
-                    return (128 - failed[0] if failed[0] < 0 else failed[0]) if failed else 0
+                    return _report(codes) if failed else 0
                 time.sleep(poll_s)
+        except _Terminated:
+            return 143
         except KeyboardInterrupt:
             return 130
         finally:
@@ -185,8 +186,23 @@ def launch(argv: list[str], nproc: int, poll_s: float = 0.2) -> int:
             _stop(procs)
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM to the launcher."""
+
+
 def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
+    raise _Terminated
+
+
+def _report(codes: list[int | None]) -> int:
+    """Say which rank failed first (a rank killed by signal N exits with the shell's 128 + N);
+    return its exit code."""
+    rank, code = next((r, c) for r, c in enumerate(codes) if c not in (None, 0))
+    code = 128 - code if code < 0 else code
+    print(f"error: rank {rank} of {len(codes)} exited with code {code}; the others were "
+          "stopped. A run that finished an epoch continues with `dlcamp train --resume RUN "
+          "--nproc N`.", file=sys.stderr)
+    return code
 
 
 def _die_with_parent() -> None:

@@ -354,6 +354,9 @@ def launch_run(cfg: RunConfig | None, argv: list[str], nproc: int, out: Path | s
     elif out:
         prepare_run_dir(Path(out), force, create=False)
     check_distributed(data_kind(cfg.dataset), cfg.engine)
+    if cfg.batch_size < nproc:
+        raise BadArgument(f"--batch-size {cfg.batch_size} is the global batch: it must give "
+                          f"each of the {nproc} processes at least one example")
     if pick_device(cfg.train.device).type == "cuda":
         check_gpus(nproc)
     return launch(argv, nproc)
