@@ -28,8 +28,8 @@ from dlcamp.train.distributed import (
     check_distributed,
     check_gpus,
     shard,
-    strip_nproc,
 )
+from dlcamp.train.launch import strip_nproc
 
 # lenet on 4,000 MNIST digits: convolutions, no batch norm, no dropout (those differ per rank).
 # Global batches of 75: 53 of them (chunks of 38 + 37) and a last one of 25, so every step

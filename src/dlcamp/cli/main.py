@@ -24,7 +24,8 @@ MAX_LENGTH, MAX_LINES = 10_000, 1_000
 
 def _train(args: argparse.Namespace) -> int:
     from dlcamp.train.distributed import context
-    from dlcamp.train.run import launch_run, make_config, resume_run, train_run
+    from dlcamp.train.launch import launch_run
+    from dlcamp.train.run import make_config, resume_run, train_run
 
     ctx = context()
     launching = args.nproc > 1 and ctx is None  # --nproc N: this command again in N processes

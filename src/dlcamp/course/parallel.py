@@ -80,7 +80,7 @@ def run_workers(fn: Callable[..., Any], world_size: int, *args: Any, backend: st
         except Exception as e:  # what a worker could not read back
             raise TypeError("run_workers arguments must be tensors, numbers, strings or "
                             f"lists/tuples/dicts of them: {e}") from None
-        from dlcamp.train.distributed import loopback_interface
+        from dlcamp.train.launch import loopback_interface
 
         env = {"WORLD_SIZE": str(world_size), "GLOO_SOCKET_IFNAME": loopback_interface()}
         workers: list[Any] = []

@@ -5,11 +5,12 @@
     torchrun --nnodes 2 --node-rank R --nproc-per-node 1 --rdzv-backend c10d \\
              --rdzv-endpoint HOST:29400 --rdzv-id RUN -m dlcamp train ...    # two machines
 
-`--nproc` starts the processes itself, with the environment torchrun would give them, but
-reachable from this machine only: they meet through a file (a FileStore in a private temporary
-folder) and gloo talks over the loopback interface. torchrun's rendezvous store listens on
-every network interface, and torch.distributed has no authentication: use torchrun across
-machines only on a network you trust (docs/distributed.md).
+`--nproc` starts the processes itself (dlcamp.train.launch), with the environment torchrun
+would give them, but reachable from this machine only: they meet through a file (a FileStore
+in a private temporary folder) and gloo talks over the loopback interface. torchrun's
+rendezvous store listens on every network interface, and torch.distributed has no
+authentication: use torchrun across machines only on a network you trust
+(docs/distributed.md).
 
 Every process (a *rank*) holds the whole model and the whole in-memory dataset. All ranks
 shuffle with the same seed, so they walk the same global batches; rank r trains on the r-th
@@ -30,12 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import subprocess
-import sys
-import tempfile
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -47,10 +42,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 from dlcamp.core.errors import BadArgument
 from dlcamp.data.loader import Loaders
-from dlcamp.train.speed import DEFAULT_THREADS, Choice, affinity_cpus
+from dlcamp.train.speed import DEFAULT_THREADS, Choice
 from dlcamp.train.trainer import Trainer
 
-MAX_NPROC = 64
 INIT_ENV = "DLCAMP_DIST_INIT"  # init_method of the process group (default "env://": torchrun's)
 
 
@@ -116,117 +110,6 @@ def process_group(ctx: DistContext | None) -> Iterator[None]:
         yield
     finally:
         dist.destroy_process_group()
-
-
-def strip_nproc(argv: list[str]) -> list[str]:
-    """`argv` without `--nproc N` / `--nproc=N` (the workers must not launch again)."""
-    out, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == "--nproc":
-            skip = True
-        elif not arg.startswith("--nproc="):
-            out.append(arg)
-    return out
-
-
-def loopback_interface() -> str:
-    """The name of the network interface that holds 127.0.0.1 ("lo" on Linux, "lo0" on macOS)."""
-    import psutil
-
-    for name, addresses in psutil.net_if_addrs().items():
-        if any(a.address == "127.0.0.1" for a in addresses):
-            return name
-    return "lo"
-
-
-def launch(argv: list[str], nproc: int, poll_s: float = 0.2) -> int:
-    """Run `dlcamp <argv>` in `nproc` processes on this machine and return the exit code: 0
-    when all succeed, else the first failure's (the others are then stopped). Ctrl-C stops
-    them all (130).
-
-    Each process gets torchrun's environment (RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE),
-    a FileStore to meet through (DLCAMP_DIST_INIT) and GLOO_SOCKET_IFNAME set to the loopback
-    interface, so nothing listens beyond this machine; and OMP_NUM_THREADS = usable cores //
-    nproc (at least 1) unless OMP_NUM_THREADS is set. Raises BadArgument for nproc < 1 or over
-    MAX_NPROC.
-    """
-    if not 1 <= nproc <= MAX_NPROC:
-        raise BadArgument(f"--nproc must be between 1 and {MAX_NPROC}, got {nproc}")
-    cmd = [sys.executable, "-m", "dlcamp", *strip_nproc(argv)]
-    with tempfile.TemporaryDirectory(prefix="dlcamp-ddp-") as folder:
-        env = {**os.environ, "WORLD_SIZE": str(nproc), "LOCAL_WORLD_SIZE": str(nproc),
-               INIT_ENV: f"file://{os.path.join(folder, 'store')}",
-               "GLOO_SOCKET_IFNAME": loopback_interface()}
-        env.setdefault("NCCL_SOCKET_IFNAME", env["GLOO_SOCKET_IFNAME"])  # NCCL's bootstrap
-        env.setdefault("OMP_NUM_THREADS", str(max(1, len(affinity_cpus()) // nproc)))
-        procs: list[subprocess.Popen] = []
-        main_thread = threading.current_thread() is threading.main_thread()
-        # `kill` (SIGTERM) of the launcher stops the workers too (handlers: main thread only)
-        previous = signal.signal(signal.SIGTERM, _raise_interrupt) if main_thread else None
-        try:
-            for r in range(nproc):
-                procs.append(subprocess.Popen(cmd, env={**env, "RANK": str(r),
-                                                        "LOCAL_RANK": str(r)},
-                                              preexec_fn=_die_with_parent))
-            while True:
-                codes = [p.poll() for p in procs]
-                failed = [c for c in codes if c not in (None, 0)]
-                if failed or all(c == 0 for c in codes):
-                    return _report(codes) if failed else 0
-                time.sleep(poll_s)
-        except _Terminated:
-            return 143
-        except KeyboardInterrupt:
-            return 130
-        finally:
-            if main_thread:
-                signal.signal(signal.SIGTERM, previous)
-            _stop(procs)
-
-
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM to the launcher."""
-
-
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise _Terminated
-
-
-def _report(codes: list[int | None]) -> int:
-    """Say which rank failed first (a rank killed by signal N exits with the shell's 128 + N);
-    return its exit code."""
-    rank, code = next((r, c) for r, c in enumerate(codes) if c not in (None, 0))
-    code = 128 - code if code < 0 else code
-    print(f"error: rank {rank} of {len(codes)} exited with code {code}; the others were "
-          "stopped. A run that finished an epoch continues with `dlcamp train --resume RUN "
-          "--nproc N`.", file=sys.stderr)
-    return code
-
-
-def _die_with_parent() -> None:
-    """In a worker before it starts (Linux): get SIGTERM when the launcher dies, even by
-    SIGKILL, instead of training on as an orphan."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def _stop(procs: list[subprocess.Popen]) -> None:
-    """Terminate the workers still running (a rank that failed leaves the others waiting in a
-    collective), then kill those that do not stop within 10 s."""
-    for p in procs:
-        if p.poll() is None:
-            p.terminate()
-    for p in procs:
-        try:
-            p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
 
 
 class Shard(tuple):

@@ -51,9 +51,7 @@ from dlcamp.train.distributed import (
     DistContext,
     DistributedTrainer,
     check_distributed,
-    check_gpus,
     context,
-    launch,
     process_group,
     shard_loaders,
 )
@@ -338,28 +336,6 @@ def train_run(cfg: RunConfig, out: Path | None = None, force: bool = False,
         log_speed(trainer, log)
         trainer.fit(loaders.train, loaders.eval, loaders.eval_split)
     return trainer, out
-
-
-def launch_run(cfg: RunConfig | None, argv: list[str], nproc: int, out: Path | str | None = None,
-               force: bool = False, resume: Path | str | None = None) -> int:
-    """`dlcamp <argv>` again in `nproc` processes (dlcamp.train.distributed.launch), after the
-    checks that can be made here: the run (`cfg`, or the config.json of the run to `resume`)
-    must be image classification on the torch engine, with a GPU per process on CUDA, and
-    `out` must be free. Returns the exit code."""
-    if resume is not None:
-        path = Path(resume) / "config.json"
-        if not path.is_file():
-            raise CheckpointError(f"{resume} is not a run directory (no config.json)")
-        cfg = RunConfig.from_dict(json.loads(path.read_text()))
-    elif out:
-        prepare_run_dir(Path(out), force, create=False)
-    check_distributed(data_kind(cfg.dataset), cfg.engine)
-    if cfg.batch_size < nproc:
-        raise BadArgument(f"--batch-size {cfg.batch_size} is the global batch: it must give "
-                          f"each of the {nproc} processes at least one example")
-    if pick_device(cfg.train.device).type == "cuda":
-        check_gpus(nproc)
-    return launch(argv, nproc)
 
 
 def _silent(*_: Any) -> None:
