@@ -33,7 +33,7 @@ from dlcamp.train.run import build, data_kind, make_config
 
 # `dlcamp train` flags that are not settings of a recipe: written by hand in dlcamp.cli.main.
 HAND_WRITTEN = {"help", "model", "dataset", "engine", "quick", "out", "force", "resume",
-                "no_progress"}
+                "no_progress", "nproc"}
 
 
 def train_actions() -> dict[str, argparse.Action]:

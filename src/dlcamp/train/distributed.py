@@ -41,6 +41,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from dlcamp.core.errors import BadArgument
+from dlcamp.core.utils import pick_device
 from dlcamp.data.loader import Loaders
 from dlcamp.train.speed import DEFAULT_THREADS, Choice
 from dlcamp.train.trainer import Trainer
@@ -68,16 +69,16 @@ class DistContext:
         return {"world_size": self.world_size, "backend": self.backend}
 
 
-def context(device: torch.device | None = None) -> DistContext | None:
+def context(device: str | None = None) -> DistContext | None:
     """The torchrun job this process belongs to, or None when it runs alone (no WORLD_SIZE in
-    the environment, or a world of one). Training on a CUDA `device` uses NCCL (each rank on
-    the GPU of its local rank), anything else gloo. Raises BadArgument when a machine runs
-    more CUDA processes than it has GPUs."""
+    the environment, or a world of one). Training on a CUDA `device` (a --device value,
+    dlcamp.core.utils.pick_device) uses NCCL (each rank on the GPU of its local rank), anything
+    else gloo. Raises BadArgument when a machine runs more CUDA processes than it has GPUs."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return None
     local = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
-    cuda = device is not None and device.type == "cuda"
+    cuda = device is not None and pick_device(device).type == "cuda"
     if cuda:
         check_gpus(local)
     return DistContext(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")),

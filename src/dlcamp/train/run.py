@@ -317,7 +317,7 @@ def train_run(cfg: RunConfig, out: Path | None = None, force: bool = False,
     """Train a new run into `out` (default runs/<model>-<dataset>-<time>); `callbacks` are
     added to the run's own. Under torchrun (several processes) this process trains its share
     and only rank 0 writes `out` (dlcamp.train.distributed)."""
-    ctx = context(pick_device(cfg.train.device))
+    ctx = context(cfg.train.device)  # None unless torchrun (or --nproc) started this process
     main = ctx is None or ctx.is_main
     out = Path(out) if out else default_out(cfg)
     if not main:
@@ -358,7 +358,7 @@ def resume_run(run_dir: Path | str, epochs: int | None = None, progress: bool = 
     if epochs is not None:
         cfg.train.epochs = epochs
     cfg.dataset = locate_dataset(cfg.dataset, out)
-    ctx = context(pick_device(cfg.train.device))
+    ctx = context(cfg.train.device)  # None unless torchrun (or --nproc) started this process
     main = ctx is None or ctx.is_main
     if not main:
         log = _silent
