@@ -53,6 +53,7 @@ def worker(out: Path, steps: int) -> None:
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
+    from dlcamp.course.parallel_cost import time_all_reduce_worker
     from dlcamp.models import create_model
 
     dist.init_process_group("gloo")
@@ -87,14 +88,8 @@ def worker(out: Path, steps: int) -> None:
     for _ in range(3):  # interleaved: the machine's speed drifts
         rows["with_allreduce_s"].append(timed(True))
         rows["no_sync_s"].append(timed(False))
-        times = []
-        for _ in range(steps):
-            buf = flat.clone()
-            dist.barrier()
-            start = time.perf_counter()
-            dist.all_reduce(buf)
-            times.append(time.perf_counter() - start)
-        rows["allreduce_only_s"].append(statistics.median(times))
+        timed_rows = time_all_reduce_worker([flat.numel()], steps)  # also times the hand ring
+        rows["allreduce_only_s"].append(timed_rows[0]["gloo_s"])
     if rank == 0:
         result = {k: statistics.median(v) for k, v in rows.items()}
         result.update(world_size=world, local_batch=BATCH // world, grad_bytes=4 * flat.numel(),
