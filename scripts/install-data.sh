@@ -4,6 +4,8 @@
 # sayings) and fortunes (English quotations). Each does nothing when its files are already
 # somewhere dlcamp looks (DLCAMP_DATA, cache, system); the tests need them all.
 # Also the scene sets' sources: tuxpaint-stamps-default, mate-backgrounds, gimp-data.
+# Also the translation sets' gettext catalogs: iso-codes, libc-l10n, git, gimp-data, vlc-l10n,
+# gcc-12-locales, libreoffice-l10n-zh-cn, libreoffice-l10n-fr.
 # Also installs, optionally, a small Chinese font (fonts-wqy-microhei) for plot labels.
 set -euo pipefail
 if [ "$(id -u)" = 0 ]; then sudo=""; elif command -v sudo >/dev/null 2>&1; then sudo="sudo"; else sudo="none"; fi
@@ -56,6 +58,47 @@ for pair in fortunes-zh:tang300 fortunes:cookie; do  # package:one of its files
   status=1
 done
 
+# Tang corpus "tang" (dlcamp.text.poetry): the Tang poems of the npm package chinese-poetry
+# 2.0.1 (MIT), found like dlcamp.text.poetry.tang_dirs() finds them. `npm pack` fetches the
+# package tarball only (no install, no scripts run); dist/quantangshi/poet.tang.*.json and the
+# LICENSE are kept in <cache>/chinese-poetry, the rest (about 85 MB) is thrown away.
+tang_cache="${DLCAMP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dlcamp}/chinese-poetry"
+tang_present() {
+  for d in "${DLCAMP_DATA:-/nonexistent}/chinese-poetry" "${DLCAMP_DATA:-/nonexistent}" "$tang_cache" \
+           "${DLCAMP_SYSTEM_DATA:-/usr/share/datasets}/chinese-poetry"; do
+    for sub in dist/quantangshi .; do
+      [ -f "$d/$sub/poet.tang.0.json" ] && [ -f "$d/$sub/poet.tang.57000.json" ] && return 0
+    done
+  done
+  return 1
+}
+tang_fetch() {  # npm pack into a temp folder, extract the Tang files, move them into place
+  tmp=$(mktemp -d) || return 1
+  ( cd "$tmp" && npm pack chinese-poetry@2.0.1 --cache "$tmp/npm-cache" --silent >/dev/null \
+    && mkdir out && tar xzf chinese-poetry-2.0.1.tgz -C out --strip-components=1 --wildcards \
+         'package/dist/quantangshi/poet.tang.*.json' package/LICENSE \
+    && mkdir -p "$tang_cache/dist" && rm -rf "$tang_cache/dist/quantangshi" \
+    && mv out/dist/quantangshi "$tang_cache/dist/quantangshi" && mv out/LICENSE "$tang_cache/LICENSE" )
+  rc=$?; rm -rf "$tmp"; return $rc
+}
+if tang_present; then
+  echo "chinese-poetry (Tang poems): present"
+elif ! command -v npm >/dev/null 2>&1; then
+  echo "chinese-poetry (Tang poems) is missing and npm is not installed. Fix: install npm" \
+       "(sudo apt-get install npm) and rerun this script, or on a machine with npm run" \
+       "\`npm pack chinese-poetry@2.0.1\` and extract package/dist/quantangshi/poet.tang.*.json" \
+       "into $tang_cache/dist/quantangshi" >&2
+  status=1
+else
+  echo "chinese-poetry (Tang poems): npm pack chinese-poetry@2.0.1 into $tang_cache"
+  if ! tang_fetch || ! tang_present; then
+    echo "chinese-poetry (Tang poems) could not be fetched (npm registry unreachable?). Fix:" \
+         "rerun with network access, or copy dist/quantangshi/poet.tang.*.json of" \
+         "chinese-poetry 2.0.1 into $tang_cache/dist/quantangshi" >&2
+    status=1
+  fi
+fi
+
 # Scene sets (dlcamp.vision.scene_sets): object cut-outs, background photos and textures from
 # three Debian packages, found like dlcamp.data.scene_sources finds them. Without root the
 # package is downloaded and unpacked into dlcamp's cache (<cache>/debian), which dlcamp searches.
@@ -92,6 +135,48 @@ for triple in tuxpaint-stamps-default:tuxpaint:tuxpaint/stamps \
   echo "$pkg is missing and could not be installed here. Fix: sudo apt-get install $pkg," \
        "or on another machine \`apt-get download $pkg\` and \`dpkg -x ${pkg}_*.deb" \
        "$scene_cache/debian\`" >&2
+  status=1
+done
+
+# Translation sets (dlcamp.text.translation): the gettext catalogs of pinned Debian packages,
+# searched under $DLCAMP_DATA, <cache>/debian and the system root. One catalog per package
+# and language stands for the package here. libreoffice-l10n-* would pull in LibreOffice's
+# core when installed, so they are always unpacked into the cache (dpkg -x, no root needed).
+catalog_present() {  # catalog_present PATH-UNDER-A-ROOT
+  for root in "${DLCAMP_DATA:-/nonexistent}" "$scene_cache/debian" "${DLCAMP_SYSTEM_ROOT:-}"; do
+    [ -f "$root/$1" ] && return 0
+  done
+  return 1
+}
+catalog_extract() {  # like scene_extract, refreshing the package lists once when allowed
+  scene_extract "$1" && return 0
+  [ "$sudo" != none ] && $sudo apt-get update -q >/dev/null 2>&1 && scene_extract "$1"
+}
+lo=usr/lib/libreoffice/program/resource
+for pair in iso-codes:iso_3166-1 libc-l10n:libc git:git gimp-data:gimp20 vlc-l10n:vlc \
+            gcc-12-locales:gcc-12 libreoffice-l10n-zh-cn:zh_CN/sw libreoffice-l10n-fr:fr/sw; do
+  pkg=${pair%%:*} domain=${pair#*:}
+  case $pkg in
+    libreoffice-*) files="$lo/${domain%%/*}/LC_MESSAGES/${domain#*/}.mo" ;;
+    *) files="usr/share/locale/zh_CN/LC_MESSAGES/$domain.mo usr/share/locale/fr/LC_MESSAGES/$domain.mo" ;;
+  esac
+  have() { for f in $files; do catalog_present "$f" || return 1; done; }
+  if have; then
+    echo "$pkg: present"
+    continue
+  fi
+  case $pkg in libreoffice-*) ;; *)
+    if can_apt; then
+      echo "$pkg: installing the Debian package $pkg (translation sets)"
+      apt_install "$pkg" || true  # fall through to the unpacking below
+      have && continue
+    fi ;;
+  esac
+  echo "$pkg: unpacking the Debian package into $scene_cache/debian (no root needed)"
+  catalog_extract "$pkg" || true
+  have && continue
+  echo "$pkg is missing and could not be installed here. Fix: on a Debian machine" \
+       "\`apt-get download $pkg\` and \`dpkg -x ${pkg}_*.deb $scene_cache/debian\`" >&2
   status=1
 done
 

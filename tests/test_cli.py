@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from conftest import corrupt_gz
-from dlcamp.cli.main import MAX_LENGTH, MAX_LINES, build_parser, main
+from dlcamp.cli.main import build_parser, main
+from dlcamp.cli.text import MAX_LENGTH, MAX_LINES
 
 
 def dlcamp(*args: str, env: dict | None = None, check: bool = True, cwd: Path | None = None):
@@ -117,8 +118,9 @@ def test_a_refused_run_leaves_no_folder_and_suggests_the_name(tmp_path, capsys):
     assert main(["train", "--model", "lstm", "--dataset", "tang30", "--quick", "--out",
                  str(out)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: unknown dataset, scene set or text corpus 'tang30'; did you "
-                          "mean 'tang300'?") and "fashion-mnist" in err
+    assert err.startswith("error: unknown dataset, scene set, text corpus or parallel corpus "
+                          "'tang30'; did you mean 'tang300'") and "fashion-mnist" in err
+    assert "translation-zh" in err
     assert main(["train", "--model", "lstm", "--quick", "--out", str(out)]) == 2
     assert "is a language model" in capsys.readouterr().err
     assert not out.exists()

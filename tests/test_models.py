@@ -14,7 +14,8 @@ from dlcamp.train.run import make_config
 
 LANGUAGE_MODELS = [n for n in list_models() if model_accepts(n, "vocab_size")]
 DETECTORS = [n for n in list_models() if is_detector(n)]
-IMAGE_MODELS = [n for n in list_models() if n not in LANGUAGE_MODELS + DETECTORS]
+TRANSLATORS = [n for n in list_models() if model_accepts(n, "tgt_vocab_size")]
+IMAGE_MODELS = [n for n in list_models() if n not in LANGUAGE_MODELS + DETECTORS + TRANSLATORS]
 
 
 @pytest.mark.parametrize("name", IMAGE_MODELS)
@@ -37,6 +38,22 @@ def test_every_detector_takes_one_training_step(name):
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
     found = model.eval().detect(model(torch.randn(2, 3, 64, 64)))
     assert len(found) == 2 and all(set(d) == {"boxes", "scores", "labels"} for d in found)
+
+
+@pytest.mark.parametrize("name", TRANSLATORS)
+def test_every_translator_takes_one_training_step_and_decodes(name):
+    model = create_model(name, src_vocab_size=30, tgt_vocab_size=20, src_pad=1, tgt_pad=1)
+    assert TRANSLATORS == ["bahdanau", "seq2seq", "transformer"]
+    src, src_len = torch.randint(2, 30, (3, 6)), torch.tensor([6, 4, 2])
+    tgt = torch.randint(2, 20, (3, 5))
+    logits = model(src, src_len, tgt)
+    assert logits.shape == (3, 5, 20) and torch.isfinite(logits).all()
+    logits.logsumexp(-1).mean().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    model.eval()
+    state = model.begin_decode(src, src_len)
+    step, _ = model.decode(tgt[:, :1], state)
+    assert step.shape == (3, 1, 20)
 
 
 @pytest.mark.parametrize("name", LANGUAGE_MODELS)

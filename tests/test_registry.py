@@ -88,7 +88,7 @@ def test_datasets():
 
 def test_text_corpora():
     text = message(get_corpus_spec, "tang3000")
-    assert text == ("unknown text corpus 'tang3000'; did you mean 'tang300'? "
+    assert text == ("unknown text corpus 'tang3000'; did you mean 'tang300' or 'tang'? "
                     f"Choose from: {', '.join(list_corpora())}")
     assert isinstance(CORPORA, Registry) and CORPORA["quotes-en"].joiner == " "
 

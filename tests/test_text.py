@@ -51,7 +51,7 @@ def clean(records) -> bool:
 # --- corpora ------------------------------------------------------------------------------
 
 def test_list_corpora():
-    assert list_corpora() == ["quotes-en", "sayings-zh", "song100", "tang300"]
+    assert list_corpora() == ["quotes-en", "sayings-zh", "song100", "tang", "tang300"]
 
 
 def test_tang300_poems_titles_authors():
@@ -132,7 +132,7 @@ def test_split_is_disjoint_covering_and_deterministic(name):
 
 
 def test_unknown_corpus_and_split():
-    with pytest.raises(UnknownName, match="quotes-en, sayings-zh, song100, tang300"):
+    with pytest.raises(UnknownName, match="quotes-en, sayings-zh, song100, tang, tang300"):
         load_corpus("tang3000")
     with pytest.raises(UnknownName, match="train, val, all"):
         load_corpus("tang300", "test")

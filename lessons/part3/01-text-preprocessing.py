@@ -65,7 +65,7 @@ for name in list_corpora():
     text = corpus_text(name, "train")
     print(f"{name:11s} {n_train:6d} {n_val:5d} {len(text):10,d} {len(text.split()):8,d}  "
           f"{CORPORA[name].description}")
-assert list_corpora() == ["quotes-en", "sayings-zh", "song100", "tang300"]
+assert list_corpora() == ["quotes-en", "sayings-zh", "song100", "tang", "tang300"]
 
 # %% [markdown]
 # 唐诗只有两万来字，英文名言有两百万字符：差了一百倍。中文的"词"数几乎等于记录数，

@@ -8,18 +8,15 @@ import os
 import sys
 from pathlib import Path
 
-from dlcamp.cli.argtypes import OneLineParser, number, seed, whole
+from dlcamp.cli.argtypes import OneLineParser, number, whole
 from dlcamp.cli.bench import add_parser as add_bench_parser
 from dlcamp.cli.camp import add_parser as add_camp_parser
 from dlcamp.cli.flags import add_setting_flags, overrides
+from dlcamp.cli.text import add_parsers as add_text_parsers
+from dlcamp.cli.text import corpus_info, translation_set_info
 from dlcamp.core.config import ENGINES, RENAMED_ENGINES
 from dlcamp.core.errors import BadArgument, DlcampError, UnknownName
 from dlcamp.core.utils import is_quick
-
-# generate: the most tokens (free text) and lines (poems) one command writes (10,000 tokens:
-# about 20 s on a laptop CPU). Generation prints at the end, so a typo like --length 10000000
-# would otherwise look like a hang.
-MAX_LENGTH, MAX_LINES = 10_000, 1_000
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -70,6 +67,10 @@ def _evaluate(args: argparse.Namespace) -> int:
                                  quick=args.quick or is_quick())
     if args.json:
         print(json.dumps(result))
+    elif result.get("kind") == "translation":
+        from dlcamp.train.translation import format_translation
+
+        print(format_translation(result))
     elif result.get("kind") == "detection":
         from dlcamp.train.detection import format_detection
 
@@ -77,27 +78,6 @@ def _evaluate(args: argparse.Namespace) -> int:
     else:
         print("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                         for k, v in result.items()))
-    return 0
-
-
-def _generate(args: argparse.Namespace) -> int:
-    from dlcamp.text.generate import generate, generate_poem
-    from dlcamp.train.checkpoint import load_language_model
-
-    model, vocab, data = load_language_model(args.run)
-    poem = args.poem
-    if poem == "auto":
-        poem = "5" if data.get("dataset") == "tang300" else "off"
-    if poem != "off" and data.get("token", "char") != "char":
-        raise BadArgument("poem mode needs a character-level model; use --poem off")
-    sampling = dict(temperature=args.temperature, top_k=args.top_k, greedy=args.greedy,
-                    seed=args.seed)
-    if poem == "off":
-        print(generate(model, vocab, args.prompt, args.length, token=data.get("token", "char"),
-                       **sampling))
-    else:
-        print(generate_poem(model, vocab, args.prompt, chars_per_line=int(poem),
-                            lines=args.lines, **sampling))
     return 0
 
 
@@ -145,17 +125,21 @@ def _data(args: argparse.Namespace) -> int:
         print(f"Fashion-MNIST is ready in {dest}")
         return 0
     from dlcamp.text.corpora import list_corpora
+    from dlcamp.text.translation import list_translation_sets
     from dlcamp.vision.scene_sets import list_scene_sets
 
     if args.action == "build" or args.name in list_scene_sets():
         return _scene_info(args.name, build=args.action == "build")
     if args.name in list_corpora():
-        return _corpus_info(args.name)
-    if args.name and args.name not in DATASETS:  # one message for all three tables
+        return corpus_info(args.name)
+    if args.name in list_translation_sets():
+        return translation_set_info(args.name)
+    if args.name and args.name not in DATASETS:  # one message for all four tables
         from dlcamp.core.registry import unknown_name
 
-        raise unknown_name("dataset, scene set or text corpus", args.name,
-                           [*DATASETS, *list_scene_sets(), *list_corpora()])
+        raise unknown_name("dataset, scene set, text corpus or parallel corpus", args.name,
+                           [*DATASETS, *list_scene_sets(), *list_corpora(),
+                            *list_translation_sets()])
     names = [args.name] if args.name else list(DATASETS)
     for name in names:
         spec = get_spec(name)
@@ -172,7 +156,9 @@ def _data(args: argparse.Namespace) -> int:
         print(f"  classes: {', '.join(f'{en} ({zh})' for en, zh in pairs)}")
     if not args.name:
         for name in list_corpora():
-            _corpus_info(name)
+            corpus_info(name)
+        for name in list_translation_sets():
+            translation_set_info(name)
         for name in list_scene_sets():
             _scene_info(name)
     return 0
@@ -200,27 +186,6 @@ def _scene_info(name: str | None, build: bool = False) -> int:
         print(f"  missing: {' '.join(info['missing_packages'])} (scripts/install-data.sh)")
     elif not all(info["cached"].values()):
         print(f"  built on first use (seconds), or now: dlcamp data build {name}")
-    return 0
-
-
-def _corpus_info(name: str) -> int:
-    """One text corpus: where it was found, records per split, characters, an example."""
-    from dlcamp.core.errors import DatasetNotFound
-    from dlcamp.text.corpora import corpus_text, get_corpus_spec, load_corpus, locate_corpus
-
-    spec = get_corpus_spec(name)
-    print(f"{name}: {spec.description}")
-    try:
-        where = locate_corpus(name)
-    except DatasetNotFound:
-        print(f"  missing. {spec.how_to_get}")
-        return 0
-    train, val = load_corpus(name, "train"), load_corpus(name, "val")
-    chars = len(corpus_text(name, "train"))
-    print(f"  found in {where[0].parent}; {len(train):,} train / {len(val):,} val records, "
-          f"{chars:,} training characters")
-    first = train[0]
-    print(f"  e.g. {first.title or ''} {first.author or ''}: {first.lines[0][:60]}".rstrip())
     return 0
 
 
@@ -307,26 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=_evaluate)
 
-    g = sub.add_parser("generate", help="write text with a trained language model")
-    g.add_argument("run", help="run directory or checkpoint of a language model")
-    g.add_argument("--prompt", required=True, help="the start of the text, e.g. 床前")
-    g.add_argument("--length", type=whole(0, MAX_LENGTH), default=100,
-                   help=f"tokens to add (free text; 0 to {MAX_LENGTH:,})")
-    g.add_argument("--poem", default="auto", choices=["auto", "off", "5", "7"],
-                   help="5 or 7 characters a line, ending in ，/。 in turn (auto: 5 for "
-                   "models trained on tang300, else off)")
-    g.add_argument("--lines", type=whole(1, MAX_LINES), default=4,
-                   help=f"poem lines (4: a quatrain; 1 to {MAX_LINES:,})")
-    g.add_argument("--temperature", default=0.8,
-                   type=number(0, above=True, note="; use --greedy for always the likeliest "
-                               "token"),
-                   help="a finite number > 0 (default 0.8). < 1: safer choices, > 1: more "
-                   "surprising ones; tiny: nearly greedy, huge: nearly uniform")
-    g.add_argument("--top-k", type=whole(0, note="; 0: no limit"), default=0,
-                   help="sample among the k likeliest (0, or more than the vocabulary: all)")
-    g.add_argument("--greedy", action="store_true", help="always the likeliest next token")
-    g.add_argument("--seed", type=seed(), help="for a repeatable sample")
-    g.set_defaults(func=_generate)
+    add_text_parsers(sub)  # generate, translate
 
     sv = sub.add_parser("serve", help="serve over HTTP: a classifier (POST /predict) or a "
                         "detector (POST /detect)")

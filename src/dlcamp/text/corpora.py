@@ -10,6 +10,10 @@ They come from Debian's fortune-cookie packages, which install plain-text files 
 | sayings-zh | chinese                         | fortunes-zh    | Chinese sayings, verse, quotes |
 | quotes-en  | 42 English files (art ... zippy) | fortunes       | English quotations and jokes  |
 
+One more corpus, "tang" (57,607 poems of 全唐诗 in simplified script), comes from the npm
+package chinese-poetry 2.0.1, not from a fortune file: `dlcamp.text.poetry` finds, verifies,
+cleans and converts it; duplicates and the split are handled here, as for the others.
+
 Cleaning, so that a language model sees text and not markup:
 - ANSI colour codes (`\\x1b[32m ... \\x1b[m`, used by fortunes-zh) and control characters
   (bells, backspaces) are removed; runs of whitespace inside a line become one space.
@@ -37,6 +41,7 @@ from pathlib import Path
 from dlcamp.core.errors import DatasetCorrupt, DatasetNotFound, UnknownName
 from dlcamp.core.registry import Registry
 from dlcamp.data import files
+from dlcamp.text.poetry import TANG_FILES, how_to_get_tang, locate_tang, read_tang
 
 FORTUNE_SYSTEM_DIR = Path("/usr/share/games/fortunes")  # where Debian installs fortune files
 SPLITS = ("train", "val", "all")
@@ -194,6 +199,7 @@ def parse_quote(raw: str, source: str) -> TextRecord | None:
 # --- the registry ------------------------------------------------------------------------
 
 Parser = Callable[[str, str], "TextRecord | None"]
+Reader = Callable[[list[Path]], list[tuple[str, str, tuple[str, ...]]]]
 
 
 @dataclass(frozen=True)
@@ -202,11 +208,18 @@ class CorpusSpec:
     description: str
     package: str  # the Debian package that installs the files
     files: tuple[str, ...]
-    parse: Parser
+    parse: Parser | None
     joiner: str  # how corpus_text joins a record's lines: "" for Chinese, " " for English
+    # A corpus not made of fortune files: its own finder, reader (-> (title, author, lines))
+    # and fix; `parse` is then None.
+    locate: Callable[[], list[Path]] | None = None
+    read: Reader | None = None
+    fix: Callable[[], str] | None = None
 
     @property
     def how_to_get(self) -> str:
+        if self.fix is not None:
+            return self.fix()
         return (f"Fix: `sudo apt-get install {self.package}` (Debian/Ubuntu), or set "
                 "DLCAMP_DATA to a folder holding the file(s) (directly or in `fortunes/`).")
 
@@ -220,6 +233,9 @@ CORPORA: Registry[CorpusSpec] = Registry("text corpus", [(spec.name, spec) for s
                "fortunes-zh", ("chinese",), parse_saying, ""),
     CorpusSpec("quotes-en", "English quotations, jokes and definitions",
                "fortunes", ENGLISH_FILES, parse_quote, " "),
+    CorpusSpec("tang", "全唐诗: 56,437 distinct Tang poems, simplified script, one per record",
+               "npm chinese-poetry 2.0.1", tuple(TANG_FILES), None, "",
+               locate=locate_tang, read=read_tang, fix=how_to_get_tang),
 )])
 
 
@@ -252,6 +268,8 @@ def fortune_dirs() -> list[Path]:
 def locate_corpus(name: str) -> list[Path]:
     """The files of corpus `name` (each `stem` or `stem.gz`), or DatasetNotFound naming the fix."""
     spec = get_corpus_spec(name)
+    if spec.locate is not None:
+        return spec.locate()
     dirs = fortune_dirs()
     found = {stem: files.find_file(dirs, stem) for stem in spec.files}
     missing = [stem for stem, path in found.items() if path is None]
@@ -269,16 +287,10 @@ def _val_order(record: TextRecord) -> bytes:
     return hashlib.blake2b(record.text.encode("utf-8"), digest_size=8).digest()
 
 
-@functools.lru_cache(maxsize=8)
-def _load_cached(name: str, stamps: tuple[tuple[str, int, int], ...]
-                 ) -> dict[str, tuple[TextRecord, ...]]:
-    """Parse and split a corpus. Keyed by (path, mtime, size) of its files, so an edited or a
-    different file (another $DLCAMP_DATA) is parsed again, never served stale."""
-    spec = get_corpus_spec(name)
+def _parse_fortunes(name: str, spec: CorpusSpec, paths: list[Path]) -> list[TextRecord]:
     fix = f"Fix: `sudo apt-get install --reinstall {spec.package}`, or replace the file."
-    records: dict[str, TextRecord] = {}  # body text -> first record with it (drops duplicates)
-    for path_str, _, _ in stamps:
-        path = Path(path_str)
+    records = []
+    for path in paths:
         try:
             text = files.read_bytes(path).decode("utf-8")
         except UnicodeDecodeError as e:
@@ -288,8 +300,24 @@ def _load_cached(name: str, stamps: tuple[tuple[str, int, int], ...]
         parsed = [r for r in parsed if r is not None]
         if not parsed:
             raise DatasetCorrupt(f"{path} holds no usable {name} record. {fix}")
-        for r in parsed:
-            records.setdefault(r.text, r)
+        records += parsed
+    return records
+
+
+@functools.lru_cache(maxsize=8)
+def _load_cached(name: str, stamps: tuple[tuple[str, int, int], ...]
+                 ) -> dict[str, tuple[TextRecord, ...]]:
+    """Parse and split a corpus. Keyed by (path, mtime, size) of its files, so an edited or a
+    different file (another $DLCAMP_DATA) is parsed again, never served stale."""
+    spec = get_corpus_spec(name)
+    paths = [Path(p) for p, _, _ in stamps]
+    if spec.read is not None:
+        parsed = [TextRecord(title, author, lines) for title, author, lines in spec.read(paths)]
+    else:
+        parsed = _parse_fortunes(name, spec, paths)
+    records: dict[str, TextRecord] = {}  # body text -> first record with it (drops duplicates)
+    for r in parsed:
+        records.setdefault(r.text, r)
     everything = list(records.values())
     if len(everything) < 2:
         raise DatasetCorrupt(f"text corpus {name!r} has {len(everything)} record(s); a train "

@@ -15,6 +15,7 @@ from dlcamp.text.vocab import Vocab, encode_corpus
 from dlcamp.train.checkpoint import load_checkpoint, model_from_checkpoint
 from dlcamp.train.detection import evaluate_detector
 from dlcamp.train.trainer import TrainConfig, Trainer
+from dlcamp.train.translation import evaluate_translation
 
 
 def evaluate_checkpoint(path: Path | str, dataset: str | None = None, split: str = "test",
@@ -34,6 +35,8 @@ def evaluate_checkpoint(path: Path | str, dataset: str | None = None, split: str
     data_meta = ckpt["data"]
     if data_meta.get("kind") == "text":
         return _evaluate_language_model(ckpt, dataset, split, device, quick)
+    if data_meta.get("kind") == "translation":  # loss, ppl and sacrebleu BLEU (greedy)
+        return evaluate_translation(ckpt, dataset, split, device, quick)
     if data_meta.get("kind") == "scenes":  # mAP on test + shift, or val + test of a set dir
         splits = None if split == "test" else (split,)
         run_dir = Path(path) if Path(path).is_dir() else Path(path).parent

@@ -38,6 +38,7 @@ from dlcamp.models.registry import model_accepts
 from dlcamp.models.whitening import input_whitening
 from dlcamp.text.corpora import list_corpora
 from dlcamp.text.data import make_text_loaders
+from dlcamp.text.translation import list_translation_sets
 from dlcamp.train.callbacks import Checkpoint, CSVLogger, EarlyStopping, EpochLog, ProgressBar
 from dlcamp.train.checkpoint import check_same_model, load_checkpoint, load_weights
 from dlcamp.train.detection import (
@@ -59,6 +60,7 @@ from dlcamp.train.engine import ScratchTrainer
 from dlcamp.train.plot import PlotCurves
 from dlcamp.train.speed import machine_summary
 from dlcamp.train.trainer import Trainer
+from dlcamp.train.translation import translation_data
 
 RUN_FILES = ("config.json", "metrics.csv", "curves.png", "checkpoint.pt")
 WHITENING_IMAGES = 5_000  # images whose 3x3 patches fit a PatchWhitening first layer
@@ -145,13 +147,16 @@ def _model_kwargs(cfg: RunConfig, shape: tuple[int, ...], n_classes: int) -> dic
 
 
 def data_kind(dataset: str) -> str:
-    """"text" for a text corpus (dlcamp.text.corpora), "image" for an image dataset
+    """"text" for a text corpus (dlcamp.text.corpora), "translation" for a parallel corpus
+    (dlcamp.text.translation), "image" for an image dataset
     (dlcamp.data.datasets), "scenes" for a detection set (dlcamp.vision.scene_sets, or a
     directory holding train.safetensors + val.safetensors: dlcamp.train.detection): the one
     place a run decides which data, model arguments and checks it needs. Any other name is
     UnknownName, suggesting from all the tables."""
     if dataset in list_corpora():
         return "text"
+    if dataset in list_translation_sets():
+        return "translation"
     if dataset in list_datasets():
         return "image"
     if dataset in scene_sets() or is_set_dir(dataset):
@@ -160,8 +165,9 @@ def data_kind(dataset: str) -> str:
         raise BadArgument(f"{dataset} is a directory but holds no train.safetensors: a "
                           "detection set on disk is train.safetensors + val.safetensors "
                           "(+ test.safetensors), written by DetectionSet.save")
-    raise unknown_name("dataset, scene set or text corpus", dataset,
-                       [*list_datasets(), *scene_sets(), *list_corpora()])
+    raise unknown_name("dataset, scene set, text corpus or parallel corpus", dataset,
+                       [*list_datasets(), *scene_sets(), *list_corpora(),
+                        *list_translation_sets()])
 
 
 def text_corpora() -> list[str]:
@@ -170,6 +176,12 @@ def text_corpora() -> list[str]:
 
 def _check_model_fits(cfg: RunConfig, kind: str) -> None:
     """A language model needs a text corpus, and any other model an image dataset."""
+    translator = model_accepts(cfg.model, "tgt_vocab_size")
+    if (kind == "translation") != translator:
+        raise BadArgument(f"{cfg.dataset} is a parallel corpus; train a translation model on it: "
+                          "--model seq2seq, bahdanau or transformer" if not translator else
+                          f"{cfg.model!r} translates; train it on a parallel corpus: "
+                          f"{', '.join(list_translation_sets())}")
     language_model = model_accepts(cfg.model, "vocab_size")
     if kind == "text" and not language_model:
         raise BadArgument(f"{cfg.dataset} is a text corpus; {cfg.model!r} is not a language "
@@ -238,6 +250,8 @@ def build(cfg: RunConfig, out: Path | None, progress: bool = True,
     device = "cpu" if numpy_engine else pick_device(cfg.train.device)
     if kind == "text":
         loaders, kwargs, data = _text_data(cfg)
+    elif kind == "translation":
+        loaders, kwargs, data = translation_data(cfg)
     elif kind == "scenes":
         sets, kwargs, data = scene_data(cfg)
     else:

@@ -16,7 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlcamp.models.detector import Detector
+from dlcamp.models.gpt import GPT
 from dlcamp.models.rnn import RNNLM
+from dlcamp.models.seq2seq import EncoderDecoder
 
 Batch = tuple[torch.Tensor, ...]
 
@@ -131,20 +133,84 @@ class LanguageModel(Task):
     def step(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         x, y = batch[0], batch[1]
         fresh = len(batch) < 3 or bool(batch[2])
-        state = None if fresh or self._batch_size() != len(x) else detach_state(self.state)
+        state = None if fresh or self._batch_size(model) != len(x) else detach_state(self.state)
         logits, self.state = model(x, state)  # (B, T, vocab)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1))
         return loss, {"loss": loss.detach() * y.numel(), "n": torch.tensor(y.numel())}
 
-    def _batch_size(self) -> int:
+    def _batch_size(self, model: nn.Module) -> int:
+        """The rows of the carried state: dim 1 of a recurrent state (layers, B, H), or the
+        model's `state_batch_dim` (0 for GPT's context of token ids, (B, L))."""
         if self.state is None:
             return -1
         h = self.state[0] if isinstance(self.state, tuple) else self.state
-        return h.shape[1]
+        return h.shape[getattr(model, "state_batch_dim", 1)]
 
     def summarize(self, sums: dict[str, float]) -> dict[str, float]:
         loss = sums["loss"] / max(sums["n"], 1.0)
         return {"loss": loss, "ppl": math.exp(min(loss, 50.0))}
+
+
+def masked_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, valid_len: torch.Tensor,
+                         label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy summed over the real tokens of padded target sequences.
+
+    logits (B, T, V), targets (B, T) int64, valid_len (B,): how many of each row's T positions
+    are real (the target tokens and <eos>; the rest is padding). Returns (sum of the per-token
+    losses over real positions, number of real positions), both 0-d tensors: their ratio is
+    the loss averaged per real token. d2l's MaskedSoftmaxCELoss (section 10.7) instead zeroes
+    padded positions and then averages over all T positions of each row, so a sentence's loss
+    shrinks with the padding that happens to follow it in its batch.
+    """
+    B, T, V = logits.shape
+    real = torch.arange(T, device=targets.device)[None, :] < valid_len[:, None]   # (B, T)
+    nll = F.cross_entropy(logits.reshape(B * T, V).float(), targets.reshape(B * T),
+                          reduction="none", label_smoothing=label_smoothing)    # (B * T,)
+    return (nll.reshape(B, T) * real).sum(), real.sum()
+
+
+class Seq2Seq(Task):
+    """Translation with an encoder-decoder, trained with teacher forcing.
+
+    Batches are (src (B, S), src_len (B,), tgt_in (B, T), tgt_out (B, T), tgt_len (B,)) as
+    dlcamp.text.translation's loaders yield them: the decoder reads tgt_in = <bos> y1 .. yn and
+    must predict tgt_out = y1 .. yn <eos>; tgt_len = n + 1 counts the real positions. The loss
+    is the cross-entropy averaged per real target token (`masked_cross_entropy`), so padding
+    changes nothing. Reported: loss, ppl (its exponential), acc (share of real target tokens
+    predicted right, with the true previous tokens given). BLEU needs decoding and is
+    computed by `dlcamp evaluate` (dlcamp.train.translation), not every epoch.
+
+    With `label_smoothing` = eps > 0 the training step minimises the smoothed objective (the
+    Transformer paper uses 0.1), reported as `loss_smoothed`; `loss` stays the plain one.
+    """
+
+    monitor, mode = "ppl", "min"
+
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        self.label_smoothing = label_smoothing
+
+    def step(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        src, src_len, tgt_in, tgt_out, tgt_len = batch[:5]
+        logits = model(src, src_len, tgt_in)                                 # (B, T, V)
+        total, n = masked_cross_entropy(logits, tgt_out, tgt_len)
+        real = torch.arange(tgt_out.shape[1], device=tgt_out.device)[None, :] < tgt_len[:, None]
+        sums = {"loss": total.detach(), "n": n,
+                "correct": ((logits.argmax(-1) == tgt_out) & real).sum()}
+        loss = total / n.clamp(min=1)
+        eps = self.label_smoothing
+        if eps and torch.is_grad_enabled():
+            smoothed, _ = masked_cross_entropy(logits, tgt_out, tgt_len, eps)
+            sums["loss_smoothed"] = smoothed.detach()
+            return smoothed / n.clamp(min=1), sums
+        return loss, sums
+
+    def summarize(self, sums: dict[str, float]) -> dict[str, float]:
+        n = max(sums["n"], 1.0)
+        loss = sums["loss"] / n
+        out = {"loss": loss, "ppl": math.exp(min(loss, 50.0)), "acc": sums["correct"] / n}
+        if "loss_smoothed" in sums:
+            out["loss_smoothed"] = sums["loss_smoothed"] / n
+        return out
 
 
 class Detection(Task):
@@ -224,10 +290,13 @@ def class_ap(result: dict[str, Any]) -> dict[str, float]:
 
 def default_task(model: object, label_smoothing: float = 0.0) -> Task:
     """The task a model trains on unless one is given: next-token prediction for a language
-    model (`dlcamp.models.rnn.RNNLM`), detection for a `Detector`, else classification (with
-    `label_smoothing`)."""
-    if isinstance(model, RNNLM):
+    model (`dlcamp.models.rnn.RNNLM`, `dlcamp.models.gpt.GPT`), translation for an
+    `EncoderDecoder` (with `label_smoothing`), detection for a `Detector`, else
+    classification (with `label_smoothing`)."""
+    if isinstance(model, (RNNLM, GPT)):
         return LanguageModel()
+    if isinstance(model, EncoderDecoder):
+        return Seq2Seq(label_smoothing)
     if isinstance(model, Detector):
         return Detection()
     return Classification(label_smoothing)
