@@ -197,3 +197,34 @@ def test_each_model_learns_to_reverse_short_sequences(name, lr, steps):
     out = greedy_search(model, src, src_len, BOS, EOS, max_len=8)
     right = sum(o == a for o, a in zip(out, answers, strict=True))
     assert right >= 70, f"{name}: {right}/100 reversed"
+
+
+@pytest.mark.parametrize("name", ["seq2seq", "bahdanau", "transformer"])
+def test_a_beam_wider_than_every_output_is_an_exhaustive_search(name):
+    """alpha 0 and a beam that holds every output of <= 3 tokens: beam search must return
+    the most probable output found by enumerating them all with teacher forcing. This checks
+    the reordering of each model's decode state (index_select over the live beams)."""
+    import itertools
+
+
+    torch.manual_seed(3)
+    model = create_model(name, src_vocab_size=9, tgt_vocab_size=5, src_pad=0, tgt_pad=0,
+                         **({"num_hiddens": 16, "ffn_num_hiddens": 16, "num_heads": 2}
+                            if name == "transformer" else {"embed_size": 8, "num_hiddens": 16})
+                         ).eval()
+    bos, eos, words = 1, 2, [0, 1, 3, 4]
+    src, src_len = torch.tensor([[5, 6, 7, 8]]), torch.tensor([4])
+
+    def log_p(tokens, ended):
+        out = tokens + [eos] if ended else tokens
+        with torch.no_grad():
+            logits = model(src, src_len, torch.tensor([[bos] + out[:-1]]))
+        lp = torch.log_softmax(logits[0].double(), -1)
+        return float(sum(lp[i, t] for i, t in enumerate(out)))
+
+    candidates = [(list(t), log_p(list(t), True)) for n in range(3)
+                  for t in itertools.product(words, repeat=n)]
+    candidates += [(list(t), log_p(list(t), False)) for t in itertools.product(words, repeat=3)]
+    best = max(candidates, key=lambda c: c[1])
+    found = beam_search(model, src, src_len, bos, eos, beam_size=100, max_len=3, alpha=0.0)
+    assert found[0][0] == best[0] and found[0][1] == pytest.approx(best[1], abs=1e-4)

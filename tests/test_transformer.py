@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from dlcamp.core.errors import BadArgument
 from dlcamp.models import create_model
 from dlcamp.models.gpt import GPT
 from dlcamp.models.transformer import Transformer, TransformerEncoderBlock, copy_to_torch
@@ -83,10 +84,14 @@ def test_gpt_fed_token_by_token_equals_one_forward_pass(positions, tie):
         logits, state = model(tokens[:, t:t + 1], state)
         steps.append(logits)
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
-    # past max_len the window slides: the state keeps the last max_len tokens
-    for _ in range(6):
-        _, state = model(tokens[:, :1], state)
-    assert state.shape == (2, 12)
+    # past max_len the window slides: the state keeps the last max_len tokens, and the
+    # logits are those of one forward pass over that window
+    extra = torch.randint(0, 20, (2, 6))
+    for t in range(6):
+        logits, state = model(extra[:, t:t + 1], state)
+    window = torch.cat([tokens, extra], dim=1)[:, -12:]
+    assert state.shape == (2, 12) and torch.equal(state, window)
+    torch.testing.assert_close(logits, model(window)[0][:, -1:], atol=1e-5, rtol=1e-5)
     assert (model.output.weight is model.embedding.weight) == tie
 
 
@@ -96,7 +101,7 @@ def test_gpt_in_training_carries_nothing_and_refuses_long_inputs():
     assert logits.shape == (4, 8, 30) and state is None
     logits.sum().backward()
     assert all(p.grad is not None for p in model.parameters())
-    with pytest.raises(ValueError, match="max_len 8"):
+    with pytest.raises(BadArgument, match="at most 8"):
         model(torch.randint(0, 30, (1, 9)))
     with pytest.raises(ValueError, match="rows"):
         model.eval()(torch.randint(0, 30, (2, 3)), torch.zeros(3, 4, dtype=torch.long))
@@ -118,3 +123,19 @@ def test_gpt_learns_a_repeating_pattern():
         loss.backward()
         opt.step()
     assert loss.item() < 0.1, loss.item()
+
+
+def test_a_gpt_run_sees_only_positions_it_trained():
+    """A run's GPT gets max_len = --num-steps: evaluation, which carries the context from
+    batch to batch, and generation never reach position rows that training never updated."""
+    from dlcamp.train.run import build, make_config
+
+    cfg = make_config("gpt", "tang300", quick=True, num_steps=16)
+    trainer, loaders, _ = build(cfg, None, progress=False, log=lambda _: None)
+    assert trainer.model.max_len == 16
+    trainer.model.eval()
+    state = None
+    with torch.no_grad():
+        for x, _, _ in list(loaders.val)[:3]:
+            _, state = trainer.model(x, state)
+            assert state.shape[1] <= 16

@@ -107,11 +107,25 @@ def test_a_quick_run_learns_translates_and_evaluates(zh_run, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["kind"] == "translation" and result["pairs"] == 200
     assert 0.0 <= result["bleu"] <= 100.0 and len(result["samples"]) == 10
+    # the same number from sacrebleu called here, on translations made in one batch of 200
+    # (evaluate translates in chunks of 128), placeholders scored as one word each
+    import re
+
     import sacrebleu
 
-    again = sacrebleu.corpus_bleu([s["translation"] for s in result["samples"]],
-                                  [[s["reference"] for s in result["samples"]]], tokenize="zh")
-    assert again.score >= 0.0
+    from dlcamp.text.translation import load_pairs
+    from dlcamp.train.translation import load_translator
+
+    pairs = load_pairs("translation-zh", "test")[:200]
+    hyps = [r["translation"] for r in load_translator(zh_run).translate(
+        [p.src for p in pairs], cleaned=True)]
+    one_word = [[re.sub(r"<(ph\d+|unk)>", r" \1 ", t) for t in texts]
+                for texts in (hyps, [p.tgt for p in pairs])]
+    again = sacrebleu.corpus_bleu(one_word[0], [one_word[1]], tokenize="zh")
+    assert result["bleu"] == pytest.approx(again.score, abs=1e-9)
+    assert [s["translation"] for s in result["samples"]] == hyps[:10]
+    assert main(["evaluate", str(zh_run), "--quick", "--dataset", "translation-fr"]) == 2
+    assert "cannot be scored on translation-fr" in capsys.readouterr().err
 
 
 def test_batched_greedy_equals_one_sentence_at_a_time(zh_run):

@@ -245,8 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model", default="cnn", help="a name from `dlcamp models` (default: cnn)")
     t.add_argument("--dataset", default="fashion-mnist",
                    help="images: fashion-mnist | mnist | digits; scenes with boxes (for "
-                   "tinyssd, yolo): fruit-1 | objects-8; text (for rnn, gru, lstm, ...): "
-                   "tang300 | song100 | sayings-zh | quotes-en")
+                   "tinyssd, yolo): fruit-1 | objects-8; text (for rnn, gru, lstm, gpt, ...): "
+                   "tang300 | tang | song100 | sayings-zh | quotes-en; sentence pairs (for "
+                   "seq2seq, bahdanau, transformer): translation-zh | translation-fr")
     t.add_argument("--engine", default="torch", choices=[*ENGINES, *RENAMED_ENGINES],
                    metavar="{" + ",".join(ENGINES) + "}",
                    help="torch (default), or numpy: dlcamp's NumPy engine (softmax, mlp, "

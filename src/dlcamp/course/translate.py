@@ -105,7 +105,7 @@ def translate_all(translator: Translator, pairs: Sequence[Any], beam: int = 1,
     for start in range(0, len(pairs), batch_size):
         chunk = [p.src for p in pairs[start:start + batch_size]]
         out += [r["translation"] for r in translator.translate(chunk, beam, max_len,
-                                                               restore=False)]
+                                                               cleaned=True)]
     return out
 
 

@@ -30,6 +30,9 @@ def sequence_mask(x: torch.Tensor, valid_len: torch.Tensor, value: float = 0.0) 
 
 def _key_mask(scores: torch.Tensor, valid_lens: torch.Tensor) -> torch.Tensor:
     """Boolean (B, Q, K): True where the key is valid for that query."""
+    if valid_lens.shape[0] != scores.shape[0]:
+        raise ValueError(f"valid_lens of shape {tuple(valid_lens.shape)} do not fit scores "
+                         f"{tuple(scores.shape)}: one length per batch row, (B,) or (B, Q)")
     if valid_lens.dim() == 1:
         valid_lens = valid_lens.unsqueeze(-1)                          # (B, 1): same for all Q
     if valid_lens.shape != scores.shape[:-1] and valid_lens.shape[-1] != 1:

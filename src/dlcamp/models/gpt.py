@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlcamp.core.config import Recipe
+from dlcamp.core.errors import BadArgument
 from dlcamp.models.attention import sinusoids
 from dlcamp.models.registry import register_model
 
@@ -73,8 +74,9 @@ class GPTBlock(nn.Module):
 class GPT(nn.Module):
     """Decoder-only Transformer LM; see the module docstring for forward and its state.
 
-    Raises ValueError for bad sizes, an unknown `positions`, a batch of more than max_len
-    tokens, or a state whose batch size differs from the tokens'.
+    Raises ValueError for bad sizes, an unknown `positions`, or a state whose batch size
+    differs from the tokens'; BadArgument (a one-line CLI error) for more than max_len
+    tokens in one call (a prompt longer than the window, say).
     """
 
     def __init__(self, vocab_size: int, num_hiddens: int = 128, num_heads: int = 4,
@@ -120,8 +122,9 @@ class GPT(nn.Module):
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
         t = tokens.shape[1]
         if t > self.max_len:
-            raise ValueError(f"{t} tokens at once, but the model sees at most max_len "
-                             f"{self.max_len}: use shorter sequences (--num-steps)")
+            raise BadArgument(f"{t} tokens at once, but this GPT sees at most {self.max_len} "
+                              "(its max_len, the window it was trained on): give a shorter "
+                              "prompt or training sequences (--num-steps)")
         context = tokens
         if state is not None:
             if state.shape[0] != tokens.shape[0]:

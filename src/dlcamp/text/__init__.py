@@ -11,6 +11,7 @@ interface strings and their Chinese or French translations, from gettext catalog
 `dlcamp.text.translation`, with the codecs (word, character, BPE) in `dlcamp.text.codecs`.
 """
 
+from dlcamp.text.codecs import build_codec, codec_from_dict
 from dlcamp.text.corpora import (
     CORPORA,
     TextRecord,
@@ -25,7 +26,6 @@ from dlcamp.text.data import (
     seq_data_iter_random,
     seq_data_iter_sequential,
 )
-from dlcamp.text.codecs import build_codec, codec_from_dict
 from dlcamp.text.sampling import perplexity, sample_next
 from dlcamp.text.translation import (
     Pair,

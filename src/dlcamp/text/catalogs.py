@@ -35,6 +35,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,11 +43,12 @@ from dlcamp.core.errors import BadArgument, DatasetNotFound
 from dlcamp.core.io import atomic_write_bytes
 from dlcamp.core.registry import Registry
 from dlcamp.data.files import cache_dir
+from dlcamp.text import translation_clean
 from dlcamp.text.translation_clean import clean_pair
 
 SPLITS = ("train", "val", "test", "all")
 TEST_PERCENT, VAL_PERCENT = 5, 5  # the rest (90%) is train
-CLEAN_VERSION = 1  # bump when translation_clean's rules change: the disk cache is then redone
+CLEAN_VERSION = 2  # bump when the reading changes (the cleaning rules' source is in the key)
 
 LOCALE = "usr/share/locale/{lang}/LC_MESSAGES"
 LIBREOFFICE = "usr/lib/libreoffice/program/resource/{lang}/LC_MESSAGES"
@@ -164,9 +166,17 @@ def find_catalogs(name: str) -> list[tuple[Catalogs, str, Path]]:
     return found
 
 
+def split_key(src: str) -> str:
+    """What decides a sentence's split: its letters and digits, case-folded, so that "Open
+    File", "Open file" and "Open File..." land in the same split (no near-copies of a
+    training sentence in test)."""
+    return re.sub(r"[\W_]+", "", src.casefold()) or src
+
+
 def split_of(src: str) -> str:
-    """"test", "val" or "train", from the SHA-256 of the cleaned English sentence."""
-    bucket = int.from_bytes(hashlib.sha256(src.encode("utf-8")).digest()[:8], "big") % 100
+    """"test", "val" or "train", from the SHA-256 of the sentence's `split_key`."""
+    key = split_key(src).encode("utf-8")
+    bucket = int.from_bytes(hashlib.sha256(key).digest()[:8], "big") % 100
     if bucket < TEST_PERCENT:
         return "test"
     return "val" if bucket < TEST_PERCENT + VAL_PERCENT else "train"
@@ -221,9 +231,14 @@ def _read_and_clean(name: str, files: tuple[tuple[str, str, str, int, int], ...]
 
 def _cached_pairs(name: str, files: tuple[tuple[str, str, str, int, int], ...]) -> list[Pair]:
     """`_read_and_clean`, cached on disk (<cache>/translation/<name>-<key>.json, written
-    atomically) under a key of the catalogs' paths, sizes and mtimes and CLEAN_VERSION, so a
-    new process (a lesson, a test) reads one JSON file instead of every catalog again."""
-    key = hashlib.sha256(json.dumps([name, CLEAN_VERSION, files]).encode()).hexdigest()[:16]
+    atomically) under a key of the catalogs' paths, sizes and mtimes, the set's target and
+    length limit, CLEAN_VERSION and the source of the cleaning rules, so a new process (a
+    lesson, a test) reads one JSON file instead of every catalog again. Writing a new key
+    removes the set's older files."""
+    spec = TRANSLATION_SETS.get(name)
+    rules = hashlib.sha256(Path(translation_clean.__file__).read_bytes()).hexdigest()
+    key = hashlib.sha256(json.dumps([name, spec.target, spec.max_tgt, CLEAN_VERSION, rules,
+                                     files]).encode()).hexdigest()[:16]
     path = cache_dir() / "translation" / f"{name}-{key}.json"
     try:
         return [Pair(*row) for row in json.loads(path.read_text(encoding="utf-8"))]
@@ -233,6 +248,9 @@ def _cached_pairs(name: str, files: tuple[tuple[str, str, str, int, int], ...]) 
     try:
         atomic_write_bytes(path, json.dumps([[p.src, p.tgt, p.source] for p in pairs],
                                             ensure_ascii=False).encode("utf-8"))
+        for old in path.parent.glob(f"{name}-*.json"):
+            if old != path:
+                old.unlink(missing_ok=True)
     except OSError:  # a read-only cache only costs time
         pass
     return pairs

@@ -110,11 +110,16 @@ def strip_accelerators(text: str, markers: str) -> str:
     """Remove keyboard accelerators marked by any character of `markers`.
 
     "_Open" / "Pa_ragraph" -> "Open" / "Paragraph"; "打开(_O)..." -> "打开..."; "R&&D" -> "R&D".
+    A string has one accelerator at most: with two or more single markers it is a name such
+    as gimp_image_new, and its markers stay; so do they after a "(_O)".
     """
     for m in markers:
         if m in text:
             chinese, latin = _accelerator_patterns(m)
-            text = latin.sub("", chinese.sub("", text)).replace(m + m, m)
+            text, n = chinese.subn("", text)
+            if n == 0 and len(latin.findall(text)) == 1:  # "打开(_O)" already had its one
+                text = latin.sub("", text)
+            text = text.replace(m + m, m)
     return text
 
 

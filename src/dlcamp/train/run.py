@@ -207,6 +207,8 @@ def _text_data(cfg: RunConfig) -> tuple[Loaders, dict[str, Any], dict[str, Any]]
                                 random=cfg.sampling == "random", quick=cfg.quick,
                                 seed=cfg.train.seed)
     kwargs = {"vocab_size": len(loaders.vocab), **cfg.model_kwargs}
+    if model_accepts(cfg.model, "max_len"):  # GPT: positions only as far as training reaches
+        kwargs.setdefault("max_len", cfg.num_steps)
     data = {"dataset": cfg.dataset, "kind": "text", "token": cfg.token,
             "vocab": list(loaders.vocab.idx_to_token), "num_steps": cfg.num_steps}
     return loaders, kwargs, data

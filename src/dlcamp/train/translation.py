@@ -16,6 +16,7 @@ placeholders back.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,12 +66,14 @@ class Translator:
     data: dict[str, Any]
     device: torch.device
 
-    def encode(self, sentences: list[str]) -> tuple[torch.Tensor, torch.Tensor, list[list[str]]]:
-        """Clean English sentences as the corpus was cleaned, then pad their ids: src (B, S),
-        src_len (B,), and each sentence's placeholders (to put back after translating)."""
+    def encode(self, sentences: list[str], cleaned: bool = False
+               ) -> tuple[torch.Tensor, torch.Tensor, list[list[str]]]:
+        """Clean English sentences as the corpus was cleaned (unless `cleaned`: sentences of
+        the corpus itself, whose cleaning must not be applied twice), then pad their ids:
+        src (B, S), src_len (B,), and each sentence's placeholders (to put back later)."""
         ids, holders = [], []
         for sentence in sentences:
-            text, found = prepare_source(sentence)
+            text, found = (sentence, []) if cleaned else prepare_source(sentence)
             if not text:
                 raise BadArgument(f"nothing left to translate in {sentence!r} after cleaning")
             ids.append([*self.src_codec.encode(text), self.src_codec.eos])
@@ -83,16 +86,18 @@ class Translator:
 
     @torch.no_grad()
     def translate(self, sentences: list[str], beam: int = 1, max_len: int | None = None,
-                  restore: bool = True) -> list[dict[str, Any]]:
+                  cleaned: bool = False) -> list[dict[str, Any]]:
         """One dict per sentence: translation (str), tokens (target ids, without <eos>),
         score (the beam's length-normalised log-probability; None for greedy search).
         beam 1 is greedy search, batched; beam > 1 searches one sentence at a time.
-        Raises BadArgument for a beam < 1 or an empty sentence."""
+        `cleaned`: the sentences are the corpus's own (placeholders already <phN>), and the
+        translations keep their <phN> tokens. Raises BadArgument for a beam < 1 or an empty
+        sentence."""
         if beam < 1:
             raise BadArgument(f"the beam size must be >= 1, got {beam}")
         max_len = max_len or 2 * int(self.data.get("max_tgt_len", 50))
         tgt = self.tgt_codec
-        src, src_len, holders = self.encode(sentences)
+        src, src_len, holders = self.encode(sentences, cleaned)
         if beam == 1:
             found = greedy_search(self.model, src, src_len, tgt.bos, tgt.eos, max_len)
             scored = [(ids, None) for ids in found]
@@ -102,7 +107,7 @@ class Translator:
         out = []
         for (ids, score), held in zip(scored, holders, strict=True):
             text = tgt.decode(ids)
-            if restore:  # the sentence's own placeholders back; invented ones dropped
+            if not cleaned:  # the sentence's own placeholders back; invented ones dropped
                 text = restore_placeholders(drop_invented(text, len(held)), held)
             out.append({"translation": text,
                         "tokens": [int(i) for i in ids],
@@ -136,15 +141,20 @@ def load_translator(path: Path | str, device: str = "cpu") -> Translator:
     return translator_from_checkpoint(load_checkpoint(path), device)
 
 
+SPECIAL = re.compile(r"<(ph\d+|unk)>")  # scored as one word each ("ph1"), not "< ph1 >"
+
+
 def corpus_bleu(hypotheses: list[str], references: list[str], target: str
                 ) -> tuple[float, str]:
     """sacrebleu's corpus BLEU (0-100) of one reference per sentence, and its signature (the
     settings that make the number reproducible); `target` "zh" tokenizes each CJK character
-    as a token, anything else uses the 13a tokenizer."""
+    as a token, anything else uses the 13a tokenizer. A placeholder token <phN> (and <unk>)
+    counts as one word: both tokenizers would split it into three easy matches."""
     from sacrebleu.metrics import BLEU
 
     metric = BLEU(tokenize="zh" if target == "zh" else "13a")
-    return metric.corpus_score(hypotheses, [references]).score, str(metric.get_signature())
+    hyps, refs = ([SPECIAL.sub(r" \1 ", t) for t in texts] for texts in (hypotheses, references))
+    return metric.corpus_score(hyps, [refs]).score, str(metric.get_signature())
 
 
 def target_language(dataset: str) -> str:
@@ -161,6 +171,9 @@ def evaluate_translation(ckpt: dict[str, Any], dataset: str | None = None, split
     not picked). quick: the first 200 pairs."""
     translator = translator_from_checkpoint(ckpt, device)
     name = dataset or translator.data["dataset"]
+    if name != translator.data["dataset"]:
+        raise BadArgument(f"this model translates {translator.data['dataset']} (its codecs "
+                          f"come from it); it cannot be scored on {name}")
     pairs = load_pairs(name, split)
     if quick:
         pairs = pairs[:200]
@@ -174,7 +187,7 @@ def evaluate_translation(ckpt: dict[str, Any], dataset: str | None = None, split
     hyps: list[str] = []
     for i in range(0, len(pairs), batch_size):
         chunk = [p.src for p in pairs[i:i + batch_size]]
-        hyps += [r["translation"] for r in translator.translate(chunk, beam, restore=False)]
+        hyps += [r["translation"] for r in translator.translate(chunk, beam, cleaned=True)]
     seconds = time.perf_counter() - start
     bleu, signature = corpus_bleu(hyps, [p.tgt for p in pairs], target_language(name))
     samples = [{"source": p.src, "reference": p.tgt, "translation": h}
