@@ -5,7 +5,7 @@
     python bench/translation.py --quick         # a smoke run; docs/ untouched
 
 Each model trains by its registered recipe (`dlcamp train --model M --dataset translation-L
---max-seconds B`, run directory under bench/results/translation/) for the same wall-clock
+--max-seconds B`, run directory under runs/bench-translation/) for the same wall-clock
 budget on the same machine, then the final weights translate the whole held-out test split
 with greedy search (`dlcamp evaluate RUN`), scored with sacrebleu's corpus BLEU (tokenize
 "zh" for Chinese, "13a" for French). The first 10 test pairs are shown as translated: the
@@ -31,7 +31,7 @@ SETS = ["translation-zh", "translation-fr"]
 
 
 def one(model: str, dataset: str, budget: float, quick: bool) -> dict[str, Any]:
-    out = ROOT / "bench" / "results" / "translation" / f"{model}-{dataset}"
+    out = ROOT / "runs" / "bench-translation" / f"{model}-{dataset}"
     cfg = make_config(model, dataset, quick=quick, epochs=1 if quick else 1000,
                       max_seconds=budget)
     trainer, _ = train_run(cfg, out, force=True, progress=False, log=lambda _: None)

@@ -103,6 +103,14 @@ def test_gpt_in_training_carries_nothing_and_refuses_long_inputs():
     assert all(p.grad is not None for p in model.parameters())
     with pytest.raises(BadArgument, match="at most 8"):
         model(torch.randint(0, 30, (1, 9)))
+    # in eval mode a long prompt goes through window by window: its last token sees the
+    # last 8 tokens, as generation past the window does
+    long = torch.randint(0, 30, (1, 20))
+    with torch.no_grad():
+        logits, state = model.eval()(long)
+        assert logits.shape == (1, 20, 30) and torch.equal(state, long[:, -8:])
+        torch.testing.assert_close(logits[:, -1], model(long[:, -8:])[0][:, -1])
+    model.train()
     with pytest.raises(ValueError, match="rows"):
         model.eval()(torch.randint(0, 30, (2, 3)), torch.zeros(3, 4, dtype=torch.long))
 

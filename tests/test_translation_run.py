@@ -152,4 +152,35 @@ def test_readable_errors(zh_run, tmp_path, capsys):
     assert main(["translate", str(tmp_path / "nothing"), "Open"]) == 2
     assert main(["translate", str(zh_run), "  "]) == 2
     assert "nothing left to translate" in capsys.readouterr().err
+    assert main(["export", str(zh_run), "--out", str(tmp_path / "m.onnx")]) == 2
+    assert "dlcamp translate" in capsys.readouterr().err
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_placeholders_come_back_once_and_escapes_stay(zh_run):
+    from dlcamp.train.translation import drop_invented, load_translator
+
+    assert drop_invented("<ph1> <ph1> 文件 <ph2>", 1) == "<ph1> 文件"
+    assert drop_invented("打开 <ph1>", 1) == "打开 <ph1>"
+    translator = load_translator(zh_run)
+    for sentence, placeholders in (("Save %s as", ["%s"]), ("%d files in %s", ["%d", "%s"]),
+                                   ("Progress: %d%% of %s", ["%d", "%s"])):
+        out = translator.translate([sentence], beam=2)[0]["translation"]
+        for p in placeholders:  # never twice (a model may leave one out)
+            assert out.count(p) <= 1, (sentence, out)
+        if "%%" in sentence:  # no lone % in a printf string
+            assert "%" not in out.replace("%%", "").replace("%d", "").replace("%s", "")
+
+
+def test_api_refusals(zh_run):
+    from dlcamp.core.errors import BadArgument
+    from dlcamp.train.translation import load_translator
+
+    translator = load_translator(zh_run)
+    assert translator.translate([]) == []
+    with pytest.raises(BadArgument, match="list of sentences"):
+        translator.translate("Open file")
+    with pytest.raises(BadArgument, match="max_len"):
+        translator.translate(["Open"], max_len=0)
+    with pytest.raises(BadArgument, match="split the text"):
+        translator.translate(["word " * 400])

@@ -142,5 +142,6 @@ def add_parsers(sub: Any) -> None:
                    "longest in training)")
     t.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     t.add_argument("--json", action="store_true",
-                   help="one JSON object a sentence: source, translation, score, tokens")
+                   help="one JSON object a sentence: source, translation, tokens, score (the "
+                   "beam's length-normalised log-probability; null for greedy search)")
     t.set_defaults(func=_translate)

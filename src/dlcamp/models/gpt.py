@@ -74,9 +74,10 @@ class GPTBlock(nn.Module):
 class GPT(nn.Module):
     """Decoder-only Transformer LM; see the module docstring for forward and its state.
 
-    Raises ValueError for bad sizes, an unknown `positions`, or a state whose batch size
-    differs from the tokens'; BadArgument (a one-line CLI error) for more than max_len
-    tokens in one call (a prompt longer than the window, say).
+    In eval mode a call with more than max_len tokens (a long prompt) runs window by window,
+    each token seeing at most max_len tokens; in training it raises BadArgument (a one-line
+    CLI error). Raises ValueError for bad sizes, an unknown `positions`, or a state whose
+    batch size differs from the tokens'.
     """
 
     def __init__(self, vocab_size: int, num_hiddens: int = 128, num_heads: int = 4,
@@ -121,10 +122,16 @@ class GPT(nn.Module):
     def forward(self, tokens: torch.Tensor, state: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
         t = tokens.shape[1]
+        if t > self.max_len and not self.training:  # a long prompt: window by window
+            pieces = []
+            for i in range(0, t, self.max_len):
+                logits, state = self(tokens[:, i:i + self.max_len], state)
+                pieces.append(logits)
+            return torch.cat(pieces, dim=1), state
         if t > self.max_len:
-            raise BadArgument(f"{t} tokens at once, but this GPT sees at most {self.max_len} "
-                              "(its max_len, the window it was trained on): give a shorter "
-                              "prompt or training sequences (--num-steps)")
+            raise BadArgument(f"{t} tokens at once, but this GPT trains on at most "
+                              f"{self.max_len} (its max_len): use --num-steps "
+                              f"{self.max_len} or less")
         context = tokens
         if state is not None:
             if state.shape[0] != tokens.shape[0]:

@@ -116,9 +116,9 @@ class Seq2SeqEncoder(Encoder):
         return outputs, hidden
 
 
-class Seq2SeqDecoder(Decoder):
-    """GRU decoder whose every input is [embedding of the token; context], the context being
-    the encoder's final top-layer hidden state. State: hidden (B, L, H), context (B, H)."""
+class GRUDecoder(Decoder):
+    """What both GRU decoders have: token embeddings, a GRU whose input is [embedding; a
+    context of num_hiddens], and the output layer to the target vocabulary."""
 
     def __init__(self, vocab_size: int, embed_size: int, num_hiddens: int, num_layers: int,
                  dropout: float = 0.0, pad: int | None = None) -> None:
@@ -127,6 +127,11 @@ class Seq2SeqDecoder(Decoder):
         self.rnn = nn.GRU(embed_size + num_hiddens, num_hiddens, num_layers, batch_first=True,
                           dropout=dropout if num_layers > 1 else 0.0)
         self.dense = nn.Linear(num_hiddens, vocab_size)
+
+
+class Seq2SeqDecoder(GRUDecoder):
+    """GRU decoder whose every input is [embedding of the token; context], the context being
+    the encoder's final top-layer hidden state. State: hidden (B, L, H), context (B, H)."""
 
     def init_state(self, enc_outputs: tuple[torch.Tensor, torch.Tensor],
                    src_len: torch.Tensor) -> State:
@@ -141,7 +146,7 @@ class Seq2SeqDecoder(Decoder):
         return self.dense(out), {"hidden": hidden.transpose(0, 1), "context": state["context"]}
 
 
-class AttentionDecoder(Decoder):
+class AttentionDecoder(GRUDecoder):
     """Bahdanau decoder: at each step the previous top-layer hidden state is the query of an
     additive attention over the encoder outputs (masked by src_len), and the GRU input is
     [attention context; embedding]. State: enc_outputs (B, S, H), src_len (B,), hidden
@@ -149,12 +154,8 @@ class AttentionDecoder(Decoder):
 
     def __init__(self, vocab_size: int, embed_size: int, num_hiddens: int, num_layers: int,
                  dropout: float = 0.0, pad: int | None = None) -> None:
-        super().__init__()
+        super().__init__(vocab_size, embed_size, num_hiddens, num_layers, dropout, pad)
         self.attention = AdditiveAttention(num_hiddens, num_hiddens, num_hiddens, dropout)
-        self.embedding = nn.Embedding(vocab_size, embed_size, padding_idx=pad)
-        self.rnn = nn.GRU(embed_size + num_hiddens, num_hiddens, num_layers, batch_first=True,
-                          dropout=dropout if num_layers > 1 else 0.0)
-        self.dense = nn.Linear(num_hiddens, vocab_size)
 
     def init_state(self, enc_outputs: tuple[torch.Tensor, torch.Tensor],
                    src_len: torch.Tensor) -> State:

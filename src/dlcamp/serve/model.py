@@ -33,6 +33,10 @@ def serving_meta(ckpt: dict[str, Any]) -> dict[str, Any]:
     if data.get("kind") == "text":
         raise CheckpointError("this is a language model; serve image classifiers. "
                               "Language models write text with `dlcamp generate RUN`.")
+    if data.get("kind") == "translation":
+        raise CheckpointError("this is a translation model; serve, export and detect take "
+                              "image models. Translate with `dlcamp translate RUN \"Open "
+                              "file\"`.")
     if data.get("kind") == "scenes":  # a detector: dlcamp.serve.detect letterboxes and decodes
         return {"model": ckpt["model"]["name"], "kind": "detection",
                 "classes": list(data["classes"]), "classes_zh": list(data["classes_zh"]),

@@ -41,6 +41,7 @@ from dlcamp.train.checkpoint import load_checkpoint, model_from_checkpoint
 from dlcamp.train.trainer import TrainConfig, Trainer
 
 SAMPLES = 10  # unpicked test translations shown by `dlcamp evaluate`: the first ones in order
+MAX_SOURCE_TOKENS = 256  # a longer "sentence" is a document: refused (training pairs: <= 16 words)
 
 
 def translation_data(cfg: Any) -> tuple[Any, dict[str, Any], dict[str, Any]]:
@@ -77,6 +78,10 @@ class Translator:
             if not text:
                 raise BadArgument(f"nothing left to translate in {sentence!r} after cleaning")
             ids.append([*self.src_codec.encode(text), self.src_codec.eos])
+            if len(ids[-1]) > MAX_SOURCE_TOKENS:
+                raise BadArgument(f"a sentence of {len(ids[-1]):,} tokens: at most "
+                                  f"{MAX_SOURCE_TOKENS} (this model learnt from interface "
+                                  "strings of up to 16 words); split the text into sentences")
             holders.append(found)
         lens = torch.tensor([len(i) for i in ids])
         src = torch.full((len(ids), int(lens.max())), self.src_codec.pad, dtype=torch.long)
@@ -93,8 +98,14 @@ class Translator:
         `cleaned`: the sentences are the corpus's own (placeholders already <phN>), and the
         translations keep their <phN> tokens. Raises BadArgument for a beam < 1 or an empty
         sentence."""
+        if isinstance(sentences, str):
+            raise BadArgument("translate takes a list of sentences, e.g. [\"Open file\"]")
         if beam < 1:
             raise BadArgument(f"the beam size must be >= 1, got {beam}")
+        if max_len is not None and max_len < 1:
+            raise BadArgument(f"max_len must be >= 1, got {max_len}")
+        if not sentences:
+            return []
         max_len = max_len or 2 * int(self.data.get("max_tgt_len", 50))
         tgt = self.tgt_codec
         src, src_len, holders = self.encode(sentences, cleaned)
@@ -105,9 +116,12 @@ class Translator:
             scored = [beam_search(self.model, src[i:i + 1, :int(src_len[i])], src_len[i:i + 1],
                                   tgt.bos, tgt.eos, beam, max_len)[0] for i in range(len(src))]
         out = []
-        for (ids, score), held in zip(scored, holders, strict=True):
+        for (ids, score), held, source in zip(scored, holders, sentences, strict=True):
             text = tgt.decode(ids)
-            if not cleaned:  # the sentence's own placeholders back; invented ones dropped
+            text = re.sub(r"\s{2,}", " ", text).strip()
+            if not cleaned:  # the sentence's own placeholders back, once each
+                if "%%" in source:  # a printf string: its literal % stays escaped
+                    text = text.replace("%", "%%")
                 text = restore_placeholders(drop_invented(text, len(held)), held)
             out.append({"translation": text,
                         "tokens": [int(i) for i in ids],
@@ -116,9 +130,18 @@ class Translator:
 
 
 def drop_invented(text: str, placeholders: int) -> str:
-    """`text` without the placeholder tokens <phN> with N > `placeholders`: a model can write
-    one the source sentence does not have, and there is nothing to put back for it."""
-    kept = PH_TOKEN.sub(lambda m: m.group() if int(m.group(1)) <= placeholders else "", text)
+    """`text` with each placeholder token <phN> of the source once: a model can write one the
+    source does not have (N > `placeholders`), with nothing to put back, or write one twice,
+    which would break the format string ("%d%d files"). Repeats and inventions are dropped."""
+    seen: set[str] = set()
+
+    def keep(m: re.Match) -> str:
+        if int(m.group(1)) > placeholders or m.group() in seen:
+            return ""
+        seen.add(m.group())
+        return m.group()
+
+    kept = PH_TOKEN.sub(keep, text)
     return " ".join(kept.split()) if kept != text else text
 
 
